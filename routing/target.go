@@ -1,0 +1,37 @@
+package routing
+
+import (
+	"context"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/metadata"
+)
+
+// Target is where the router sends one call.
+type Target struct {
+	// Route is the name of the route that matched.
+	Route string
+	// Backend is the name of the backend the route picked.
+	Backend string
+	// Conn is the pooled connection to that backend. The director opens one
+	// stream on it per call and never closes it.
+	Conn grpc.ClientConnInterface
+}
+
+// Resolver picks the Target for a call from its full method name
+// ("/pkg.Service/Method") and its incoming metadata (which, for grpc-go,
+// includes ":authority"). It must not block and must be safe for concurrent
+// use. An error it returns should carry a gRPC status (UNIMPLEMENTED when no
+// route matches, UNAVAILABLE when the backend is unknown); the director
+// returns it to the client unchanged.
+type Resolver interface {
+	Resolve(ctx context.Context, fullMethod string, md metadata.MD) (Target, error)
+}
+
+// ResolverFunc adapts a function to the Resolver interface.
+type ResolverFunc func(ctx context.Context, fullMethod string, md metadata.MD) (Target, error)
+
+// Resolve calls f.
+func (f ResolverFunc) Resolve(ctx context.Context, fullMethod string, md metadata.MD) (Target, error) {
+	return f(ctx, fullMethod, md)
+}
