@@ -23,7 +23,9 @@ type Target struct {
 // includes ":authority"). It must not block and must be safe for concurrent
 // use. An error it returns should carry a gRPC status (UNIMPLEMENTED when no
 // route matches, UNAVAILABLE when the backend is unknown); the director
-// returns it to the client unchanged.
+// returns it to the client unchanged. md belongs to the call: Resolve may
+// read it but must not keep or modify it, because the director sanitises it
+// in place once Resolve returns.
 type Resolver interface {
 	Resolve(ctx context.Context, fullMethod string, md metadata.MD) (Target, error)
 }

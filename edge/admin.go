@@ -1,0 +1,58 @@
+package edge
+
+import (
+	"context"
+
+	adminv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/admin/v1"
+	"github.com/gatehouse-dev/gatehouse/upstream"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
+)
+
+// adminService implements the admin API over the running gateway.
+type adminService struct {
+	adminv1.UnimplementedAdminServiceServer
+	g *Gateway
+}
+
+// ListRoutes returns the routes in force, in match order.
+func (a *adminService) ListRoutes(context.Context, *adminv1.ListRoutesRequest) (*adminv1.ListRoutesResponse, error) {
+	resp := &adminv1.ListRoutesResponse{}
+	for _, r := range a.g.router.Table().Routes() {
+		resp.Routes = append(resp.Routes, &adminv1.Route{
+			Name:    r.Name,
+			Index:   int32(r.Index),
+			Match:   r.String(),
+			Backend: r.Backend,
+		})
+	}
+	return resp, nil
+}
+
+// ListBackends returns every backend with its endpoints' state.
+func (a *adminService) ListBackends(context.Context, *adminv1.ListBackendsRequest) (*adminv1.ListBackendsResponse, error) {
+	resp := &adminv1.ListBackendsResponse{}
+	for _, b := range a.g.pool.Backends() {
+		resp.Backends = append(resp.Backends, backendProto(b))
+	}
+	return resp, nil
+}
+
+// GetBackend returns one backend by name, or NOT_FOUND.
+func (a *adminService) GetBackend(_ context.Context, req *adminv1.GetBackendRequest) (*adminv1.GetBackendResponse, error) {
+	for _, b := range a.g.pool.Backends() {
+		if b.Name == req.GetName() {
+			return &adminv1.GetBackendResponse{Backend: backendProto(b)}, nil
+		}
+	}
+	return nil, status.Errorf(codes.NotFound, "gatehouse: no backend named %q", req.GetName())
+}
+
+func backendProto(b upstream.BackendState) *adminv1.Backend {
+	out := &adminv1.Backend{Name: b.Name, State: b.State.String(), Reachable: b.State == connectivity.Ready}
+	for _, e := range b.Endpoints {
+		out.Endpoints = append(out.Endpoints, &adminv1.Endpoint{Address: e.Address, State: e.State.String()})
+	}
+	return out
+}

@@ -1,0 +1,28 @@
+// Package edge assembles a Gatehouse gateway from its configuration: the
+// listeners, the interceptor chain, the router, the director and the backend
+// pool. The binary (cmd/gatehouse) and the end-to-end tests (test/) both run
+// exactly this assembly.
+//
+// Data flows one way:
+//
+//	listener → interceptor chain → router → director → backend pool
+//
+// A "shared" listener serves gRPC over h2c and REST/JSON over HTTP/1.1 and
+// HTTP/2 on one port. REST requests are transcoded by grpc-gateway and sent
+// over an in-process gRPC connection into the very same grpc.Server, so they
+// pass through the same interceptor chain as native gRPC calls: one policy
+// path, never two. A "grpc" listener serves gRPC only, on grpc-go's native
+// HTTP/2 transport.
+//
+// The interceptor chain, outermost first (see chain.go):
+//
+//  1. recovery  — a panic becomes INTERNAL, logged with its stack;
+//  2. requestid — accepts or mints x-request-id and returns it;
+//  3. accesslog — one JSON line per call once it ends;
+//  4. validate  — protovalidate rules on the messages whose schema the
+//     gateway knows.
+//
+// Calls to methods the gateway does not serve itself reach the director
+// (grpc.UnknownServiceHandler), which asks the router for a backend and
+// proxies raw frames.
+package edge

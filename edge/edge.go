@@ -1,0 +1,348 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"buf.build/go/protovalidate"
+	"github.com/gatehouse-dev/gatehouse/config"
+	adminv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/admin/v1"
+	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
+	"github.com/gatehouse-dev/gatehouse/routing"
+	"github.com/gatehouse-dev/gatehouse/upstream"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+)
+
+// Gateway is one running Gatehouse: its listeners, admin listener, router and
+// backend pool, built from one Config.
+type Gateway struct {
+	cfg  *configv1.Config
+	opts options
+	log  *slog.Logger
+
+	pool   *upstream.Pool
+	router *routing.Router
+	health *health.Server
+	codec  *routing.Codec
+	// validator checks protovalidate rules; built once, it caches the
+	// compiled rules of every message type it has seen.
+	validator protovalidate.Validator
+
+	servers []*server // client listeners
+	admin   *server   // nil when admin is off
+
+	stopHealth context.CancelFunc
+	healthDone chan struct{}
+
+	mu       sync.Mutex
+	started  bool
+	serveErr chan error
+	closed   bool
+}
+
+// New builds a Gateway from a loaded, validated config. It binds nothing
+// and dials nothing yet; Start does.
+func New(cfg *configv1.Config, opts ...Option) (*Gateway, error) {
+	o := defaultOptions()
+	for _, opt := range opts {
+		opt.apply(&o)
+	}
+	table, err := routing.NewTable(cfg.GetRoutes())
+	if err != nil {
+		return nil, err
+	}
+	specs := make([]upstream.Spec, 0, len(cfg.GetBackends()))
+	for _, b := range cfg.GetBackends() {
+		specs = append(specs, upstream.Spec{Name: b.GetName(), Endpoints: b.GetEndpoints()})
+	}
+	pool, err := upstream.New(specs)
+	if err != nil {
+		return nil, err
+	}
+	validator, err := protovalidate.New()
+	if err != nil {
+		pool.Close()
+		return nil, err
+	}
+	g := &Gateway{
+		validator: validator,
+		cfg:       cfg,
+		opts:      o,
+		log:       o.logger,
+		pool:      pool,
+		router:    routing.NewRouter(table, pool),
+		health:    health.NewServer(),
+		codec:     routing.NewCodec(),
+	}
+	// Not serving until the backends are known to be reachable.
+	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	return g, nil
+}
+
+// Router returns the gateway's router (for tests and the admin API).
+func (g *Gateway) Router() *routing.Router { return g.router }
+
+// Start binds every listener, starts serving on each and starts watching
+// backend health. It returns once all addresses are bound; serving errors are
+// reported by Wait.
+func (g *Gateway) Start(ctx context.Context) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.started {
+		return errors.New("gatehouse: gateway already started")
+	}
+	g.started = true
+
+	var bound []net.Listener
+	fail := func(err error) error {
+		for _, l := range bound {
+			_ = l.Close()
+		}
+		g.pool.Close()
+		return err
+	}
+	lc := net.ListenConfig{}
+	for i, l := range g.cfg.GetListeners() {
+		lis, err := lc.Listen(ctx, "tcp", l.GetAddress())
+		if err != nil {
+			return fail(fmt.Errorf("listeners[%d] %q: %w", i, l.GetName(), err))
+		}
+		bound = append(bound, lis)
+		s, err := g.newEdgeServer(ctx, l, lis)
+		if err != nil {
+			return fail(fmt.Errorf("listeners[%d] %q: %w", i, l.GetName(), err))
+		}
+		g.servers = append(g.servers, s)
+	}
+	if a := g.cfg.GetAdmin(); a != nil {
+		lis, err := lc.Listen(ctx, "tcp", a.GetAddress())
+		if err != nil {
+			return fail(fmt.Errorf("admin: %w", err))
+		}
+		bound = append(bound, lis)
+		s, err := g.newAdminServer(ctx, lis)
+		if err != nil {
+			return fail(fmt.Errorf("admin: %w", err))
+		}
+		g.admin = s
+	}
+
+	g.pool.Connect()
+	hctx, cancel := context.WithCancel(context.Background())
+	g.stopHealth = cancel
+	g.healthDone = make(chan struct{})
+	go g.watchHealth(hctx)
+
+	all := g.allServers()
+	g.serveErr = make(chan error, len(all))
+	for _, s := range all {
+		go func() {
+			if err := s.serve(); err != nil {
+				g.serveErr <- fmt.Errorf("listener %q: %w", s.name, err)
+			}
+		}()
+		g.log.Info("listening", "listener", s.name, "address", s.lis.Addr().String(), "protocol", s.protocol)
+	}
+	return nil
+}
+
+func (g *Gateway) allServers() []*server {
+	all := append([]*server(nil), g.servers...)
+	if g.admin != nil {
+		all = append(all, g.admin)
+	}
+	return all
+}
+
+// Addr returns the bound address of the listener with the given name, or of
+// the admin listener for "admin"; nil before Start or for an unknown name.
+func (g *Gateway) Addr(name string) net.Addr {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if name == "admin" && g.admin != nil {
+		return g.admin.lis.Addr()
+	}
+	for _, s := range g.servers {
+		if s.name == name {
+			return s.lis.Addr()
+		}
+	}
+	return nil
+}
+
+// Wait blocks until a listener fails or ctx ends, and returns the failure.
+func (g *Gateway) Wait(ctx context.Context) error {
+	select {
+	case err := <-g.serveErr:
+		return err
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// Shutdown drains the gateway: health turns NOT_SERVING first, then every
+// listener stops accepting and in-flight calls finish until ctx ends; what is
+// left then is closed, and the backend pool is closed last.
+func (g *Gateway) Shutdown(ctx context.Context) error {
+	g.mu.Lock()
+	if g.closed {
+		g.mu.Unlock()
+		return nil
+	}
+	g.closed = true
+	started := g.started
+	g.mu.Unlock()
+
+	g.health.Shutdown() // every status NOT_SERVING: readiness turns false first
+	if started {
+		var wg sync.WaitGroup
+		// Client listeners first, so that the admin listener keeps answering
+		// readiness probes while they drain.
+		for _, s := range g.servers {
+			wg.Go(func() { s.shutdown(ctx) })
+		}
+		wg.Wait()
+		if g.admin != nil {
+			g.admin.shutdown(ctx)
+		}
+		if g.stopHealth != nil {
+			g.stopHealth()
+			<-g.healthDone
+		}
+	}
+	g.pool.Close()
+	return nil
+}
+
+// ShutdownGrace is the configured drain period.
+func (g *Gateway) ShutdownGrace() time.Duration { return config.ShutdownGrace(g.cfg) }
+
+// newGRPCServer makes a grpc.Server with the listener's limits, the
+// interceptor chain and the raw-frame codec. When proxy is true, methods it
+// does not serve go to the director.
+func (g *Gateway) newGRPCServer(l config.Limits, proxy bool) *grpc.Server {
+	opts := grpcServerOptions(l)
+	opts = append(opts,
+		grpc.ForceServerCodecV2(g.codec),
+		grpc.ChainStreamInterceptor(g.streamChain()...),
+		grpc.ChainUnaryInterceptor(g.unaryChain()...),
+	)
+	if proxy {
+		d := routing.NewDirector(g.router,
+			routing.WithCallOptions(grpc.MaxCallRecvMsgSize(l.MaxMessageBytes), grpc.MaxCallSendMsgSize(l.MaxMessageBytes)),
+		)
+		opts = append(opts, grpc.UnknownServiceHandler(d.Handler))
+	}
+	s := grpc.NewServer(opts...)
+	healthpb.RegisterHealthServer(s, g.health)
+	return s
+}
+
+// newEdgeServer builds the server of one client listener.
+func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis net.Listener) (*server, error) {
+	limits := config.ListenerLimits(l)
+	s := &server{name: l.GetName(), protocol: l.GetProtocol(), lis: lis}
+	if s.protocol == "" {
+		s.protocol = protocolShared
+	}
+	s.grpc = g.newGRPCServer(limits, true)
+	g.registerReflection(s.grpc, true)
+	if s.protocol == protocolGRPC {
+		return s, nil
+	}
+	if err := s.dialInProcess(limits.MaxMessageBytes); err != nil {
+		return nil, err
+	}
+	mux := newRESTMux()
+	for _, reg := range g.opts.rest {
+		if err := reg(ctx, mux, s.conn); err != nil {
+			return nil, err
+		}
+	}
+	s.rest = limitBody(mux, int64(limits.MaxMessageBytes))
+	s.http = newHTTPServer(s, limits)
+	return s, nil
+}
+
+// newAdminServer builds the admin listener: health, reflection and the
+// admin API over gRPC, and the admin API as REST.
+func (g *Gateway) newAdminServer(ctx context.Context, lis net.Listener) (*server, error) {
+	limits := config.ListenerLimits(nil)
+	s := &server{name: "admin", protocol: protocolShared, lis: lis}
+	s.grpc = g.newGRPCServer(limits, false)
+	adminv1.RegisterAdminServiceServer(s.grpc, &adminService{g: g})
+	g.registerReflection(s.grpc, false)
+	if err := s.dialInProcess(limits.MaxMessageBytes); err != nil {
+		return nil, err
+	}
+	mux := newRESTMux()
+	if err := adminv1.RegisterAdminServiceHandlerClient(ctx, mux, adminv1.NewAdminServiceClient(s.conn)); err != nil {
+		return nil, err
+	}
+	if err := registerHealthRoutes(mux, healthpb.NewHealthClient(s.conn)); err != nil {
+		return nil, err
+	}
+	s.rest = limitBody(mux, int64(limits.MaxMessageBytes))
+	s.http = newHTTPServer(s, limits)
+	return s, nil
+}
+
+// RESTRegistrar registers grpc-gateway handlers for compiled-in services on
+// a listener's REST mux. conn reaches the listener's own grpc.Server, so the
+// transcoded calls pass through the interceptor chain and the router like
+// any native call. Generated RegisterXxxHandlerClient functions fit it with a
+// one-line adapter.
+type RESTRegistrar func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error
+
+// discardLogger is a logger that writes nothing.
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// healthStatus turns a pool's state into the health statuses: one entry per
+// backend ("gatehouse.backend.<name>") and the overall status "", SERVING
+// when every backend has a reachable endpoint.
+func (g *Gateway) updateHealth() {
+	all := true
+	for _, b := range g.pool.Backends() {
+		st := healthpb.HealthCheckResponse_NOT_SERVING
+		if b.State == connectivity.Ready {
+			st = healthpb.HealthCheckResponse_SERVING
+		} else {
+			all = false
+		}
+		g.health.SetServingStatus("gatehouse.backend."+b.Name, st)
+	}
+	overall := healthpb.HealthCheckResponse_NOT_SERVING
+	if all {
+		overall = healthpb.HealthCheckResponse_SERVING
+	}
+	g.health.SetServingStatus("", overall)
+}
+
+// watchHealth refreshes the health statuses from the backend pool until ctx
+// ends.
+func (g *Gateway) watchHealth(ctx context.Context) {
+	defer close(g.healthDone)
+	t := time.NewTicker(g.opts.healthInterval)
+	defer t.Stop()
+	for {
+		g.updateHealth()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+var _ http.Handler = (*server)(nil)

@@ -1,0 +1,186 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+
+	"github.com/gatehouse-dev/gatehouse/routing"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"google.golang.org/grpc/codes"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+// hopByHop lists the HTTP headers that never become gRPC metadata: they
+// describe one HTTP hop, or gRPC reserves them.
+var hopByHop = map[string]bool{
+	"connection": true, "keep-alive": true, "proxy-connection": true,
+	"transfer-encoding": true, "upgrade": true, "te": true, "trailer": true,
+	"host": true, "content-length": true, "content-type": true,
+	"accept-encoding": true, "proxy-authorization": true, "proxy-authenticate": true,
+}
+
+// incomingHeader forwards REST request headers as gRPC metadata under their
+// lower-case names, so that routes' metadata conditions hold for REST and
+// gRPC alike; hop-by-hop, reserved (grpc-*) and pseudo headers are dropped.
+func incomingHeader(key string) (string, bool) {
+	k := strings.ToLower(key)
+	if hopByHop[k] || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") {
+		return "", false
+	}
+	return k, true
+}
+
+// outgoingHeader returns backend response headers to REST clients under
+// their own names, except hop-by-hop and reserved ones.
+func outgoingHeader(key string) (string, bool) {
+	k := strings.ToLower(key)
+	if hopByHop[k] || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") {
+		return "", false
+	}
+	return key, true
+}
+
+// newRESTMux returns a grpc-gateway mux with Gatehouse's header rules and
+// error mapping: google.rpc.Status bodies, 404 for a call no route takes,
+// 413 for a body over the listener's message limit.
+func newRESTMux() *runtime.ServeMux {
+	return runtime.NewServeMux(
+		runtime.WithIncomingHeaderMatcher(incomingHeader),
+		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
+		runtime.WithOutgoingTrailerMatcher(outgoingHeader),
+		runtime.WithErrorHandler(restError),
+		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: false},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}),
+	)
+}
+
+// restError writes a gRPC error as an HTTP status with a google.rpc.Status
+// JSON body, using grpc-gateway's code table, with two Gatehouse cases:
+// a call no route takes is 404, and a body over the size limit is 413.
+func restError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, err error) {
+	if tooLarge(r) {
+		writeStatus(w, m, http.StatusRequestEntityTooLarge,
+			status.New(codes.ResourceExhausted, fmt.Sprintf("gatehouse: request body larger than %d bytes", bodyLimit(r))))
+		return
+	}
+	if routing.IsNoRoute(err) {
+		st, _ := status.FromError(err)
+		writeStatus(w, m, http.StatusNotFound, st)
+		return
+	}
+	runtime.DefaultHTTPErrorHandler(ctx, mux, m, w, r, err)
+}
+
+// routingError answers a request that matches no REST path or verb.
+func routingError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, w http.ResponseWriter, r *http.Request, httpStatus int) {
+	var st *status.Status
+	switch httpStatus {
+	case http.StatusMethodNotAllowed:
+		st = status.Newf(codes.Unimplemented, "gatehouse: method %s not allowed for %s", r.Method, r.URL.Path)
+	case http.StatusNotFound:
+		st = status.Newf(codes.NotFound, "gatehouse: no route for %s %s", r.Method, r.URL.Path)
+	default:
+		runtime.DefaultRoutingErrorHandler(ctx, mux, m, w, r, httpStatus)
+		return
+	}
+	writeStatus(w, m, httpStatus, st)
+}
+
+func writeStatus(w http.ResponseWriter, m runtime.Marshaler, code int, st *status.Status) {
+	body, err := m.Marshal(st.Proto())
+	if err != nil {
+		body = []byte(`{"code":13,"message":"failed to marshal error"}`)
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_, _ = w.Write(body)
+}
+
+// bodyLimitKey carries a request's body limit state through its context.
+type bodyLimitKey struct{}
+
+type bodyLimitState struct {
+	limit    int64
+	exceeded bool
+}
+
+// limitBody caps REST request bodies at limit bytes: a declared length over
+// the limit is refused at once with 413; a longer chunked body fails when it
+// crosses the limit, and restError turns that into 413 too.
+func limitBody(h http.Handler, limit int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > limit {
+			writeStatus(w, &runtime.JSONPb{}, http.StatusRequestEntityTooLarge,
+				status.New(codes.ResourceExhausted, fmt.Sprintf("gatehouse: request body of %d bytes is larger than %d bytes", r.ContentLength, limit)))
+			return
+		}
+		st := &bodyLimitState{limit: limit}
+		r = r.WithContext(context.WithValue(r.Context(), bodyLimitKey{}, st))
+		r.Body = &limitedBody{rc: http.MaxBytesReader(w, r.Body, limit), st: st}
+		h.ServeHTTP(w, r)
+	})
+}
+
+type limitedBody struct {
+	rc io.ReadCloser
+	st *bodyLimitState
+}
+
+func (b *limitedBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	var mbe *http.MaxBytesError
+	if errors.As(err, &mbe) {
+		b.st.exceeded = true
+	}
+	return n, err
+}
+
+func (b *limitedBody) Close() error { return b.rc.Close() }
+
+func tooLarge(r *http.Request) bool {
+	st, ok := r.Context().Value(bodyLimitKey{}).(*bodyLimitState)
+	return ok && st.exceeded
+}
+
+func bodyLimit(r *http.Request) int64 {
+	if st, ok := r.Context().Value(bodyLimitKey{}).(*bodyLimitState); ok {
+		return st.limit
+	}
+	return 0
+}
+
+// registerHealthRoutes adds the probes Kubernetes and load balancers use:
+// GET /healthz (the process is up) and GET /readyz (grpc.health.v1 overall
+// status SERVING, else 503). Both ask the health service over the
+// in-process connection, so they pass through the interceptor chain.
+func registerHealthRoutes(mux *runtime.ServeMux, hc healthpb.HealthClient) error {
+	probe := func(ready bool) runtime.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+			resp, err := hc.Check(r.Context(), &healthpb.HealthCheckRequest{})
+			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+			switch {
+			case err != nil:
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "%v\n", status.Convert(err).Message())
+			case ready && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintf(w, "%s\n", resp.GetStatus())
+			default:
+				fmt.Fprintf(w, "ok\n")
+			}
+		}
+	}
+	if err := mux.HandlePath(http.MethodGet, "/healthz", probe(false)); err != nil {
+		return err
+	}
+	return mux.HandlePath(http.MethodGet, "/readyz", probe(true))
+}

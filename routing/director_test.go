@@ -1,0 +1,583 @@
+package routing
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	testpb "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/durationpb"
+
+	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
+)
+
+const testTimeout = 10 * time.Second
+
+func testContext(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), testTimeout)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func payload(n int) *testpb.Payload {
+	return &testpb.Payload{Type: testpb.PayloadType_COMPRESSABLE, Body: bytes.Repeat([]byte{'g'}, n)}
+}
+
+func TestCallKinds(t *testing.T) {
+	client := proxiedClient(t, startBackend(t, nil))
+	tests := []struct {
+		name string
+		call func(ctx context.Context) error
+	}{{
+		name: "unary",
+		call: func(ctx context.Context) error {
+			resp, err := client.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 42, Payload: payload(7)})
+			if err != nil {
+				return err
+			}
+			if got := len(resp.GetPayload().GetBody()); got != 42 {
+				return errors.New("unary: wrong response size")
+			}
+			return nil
+		},
+	}, {
+		name: "server streaming",
+		call: func(ctx context.Context) error {
+			sizes := []int32{1, 10, 1000, 100000}
+			req := &testpb.StreamingOutputCallRequest{}
+			for _, s := range sizes {
+				req.ResponseParameters = append(req.ResponseParameters, &testpb.ResponseParameters{Size: s})
+			}
+			stream, err := client.StreamingOutputCall(ctx, req)
+			if err != nil {
+				return err
+			}
+			for i := 0; ; i++ {
+				resp, err := stream.Recv()
+				if err == io.EOF {
+					if i != len(sizes) {
+						return errors.New("server streaming: too few responses")
+					}
+					return nil
+				}
+				if err != nil {
+					return err
+				}
+				if got := int32(len(resp.GetPayload().GetBody())); i >= len(sizes) || got != sizes[i] {
+					return errors.New("server streaming: wrong response")
+				}
+			}
+		},
+	}, {
+		name: "client streaming",
+		call: func(ctx context.Context) error {
+			stream, err := client.StreamingInputCall(ctx)
+			if err != nil {
+				return err
+			}
+			sum := 0
+			for _, n := range []int{27182, 8, 1828, 45904} {
+				sum += n
+				if err := stream.Send(&testpb.StreamingInputCallRequest{Payload: payload(n)}); err != nil {
+					return err
+				}
+			}
+			resp, err := stream.CloseAndRecv()
+			if err != nil {
+				return err
+			}
+			if int(resp.GetAggregatedPayloadSize()) != sum {
+				return errors.New("client streaming: wrong aggregate")
+			}
+			return nil
+		},
+	}, {
+		name: "bidi streaming",
+		call: func(ctx context.Context) error {
+			stream, err := client.FullDuplexCall(ctx)
+			if err != nil {
+				return err
+			}
+			for _, n := range []int32{31415, 9, 2653, 58979} {
+				if err := stream.Send(&testpb.StreamingOutputCallRequest{
+					ResponseParameters: []*testpb.ResponseParameters{{Size: n}},
+					Payload:            payload(int(n)),
+				}); err != nil {
+					return err
+				}
+				resp, err := stream.Recv()
+				if err != nil {
+					return err
+				}
+				if int32(len(resp.GetPayload().GetBody())) != n {
+					return errors.New("bidi: wrong response size")
+				}
+			}
+			if err := stream.CloseSend(); err != nil {
+				return err
+			}
+			if _, err := stream.Recv(); err != io.EOF {
+				return errors.New("bidi: want io.EOF after CloseSend")
+			}
+			return nil
+		},
+	}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if err := tt.call(testContext(t)); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestMessageSizeLimit(t *testing.T) {
+	client := proxiedClient(t, startBackend(t, nil))
+	tests := []struct {
+		name string
+		size int
+		want codes.Code
+	}{
+		{"3MiB passes", 3 << 20, codes.OK},
+		{"5MiB refused", 5 << 20, codes.ResourceExhausted},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, err := client.UnaryCall(testContext(t), &testpb.SimpleRequest{
+				ResponseSize: int32(min(tt.size, 3<<20)),
+				Payload:      payload(tt.size),
+			})
+			if got := status.Code(err); got != tt.want {
+				t.Fatalf("UnaryCall(%d bytes) = %v, want code %v", tt.size, err, tt.want)
+			}
+			if err == nil && len(resp.GetPayload().GetBody()) != 3<<20 {
+				t.Fatalf("response body = %d bytes, want %d", len(resp.GetPayload().GetBody()), 3<<20)
+			}
+		})
+	}
+}
+
+func TestMetadataRoundTrip(t *testing.T) {
+	client := proxiedClient(t, startBackend(t, nil))
+	const initial, trailing = "x-grpc-test-echo-initial", "x-grpc-test-echo-trailing-bin"
+	trailingValue := string([]byte{0xab, 0xab, 0xab})
+
+	check := func(t *testing.T, header, trailer metadata.MD) {
+		t.Helper()
+		if got := header.Get(initial); len(got) != 1 || got[0] != "test_initial_metadata_value" {
+			t.Errorf("header[%s] = %q, want the echoed value once", initial, got)
+		}
+		if got := trailer.Get(trailing); len(got) != 1 || got[0] != trailingValue {
+			t.Errorf("trailer[%s] = %q, want the echoed value once", trailing, got)
+		}
+	}
+	md := metadata.Pairs(initial, "test_initial_metadata_value", trailing, trailingValue)
+
+	t.Run("unary", func(t *testing.T) {
+		var header, trailer metadata.MD
+		ctx := metadata.NewOutgoingContext(testContext(t), md)
+		if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{ResponseSize: 1}, grpc.Header(&header), grpc.Trailer(&trailer)); err != nil {
+			t.Fatal(err)
+		}
+		check(t, header, trailer)
+	})
+	t.Run("bidi", func(t *testing.T) {
+		ctx := metadata.NewOutgoingContext(testContext(t), md)
+		stream, err := client.FullDuplexCall(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := stream.Send(&testpb.StreamingOutputCallRequest{ResponseParameters: []*testpb.ResponseParameters{{Size: 1}}}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := stream.Recv(); err != nil {
+			t.Fatal(err)
+		}
+		stream.CloseSend()
+		if _, err := stream.Recv(); err != io.EOF {
+			t.Fatalf("Recv after CloseSend = %v, want io.EOF", err)
+		}
+		header, err := stream.Header()
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, header, stream.Trailer())
+	})
+}
+
+// statusBackend answers every UnaryCall with a fixed status, sending a header
+// first, and every StreamingOutputCall with the header and the status but no
+// message.
+type statusBackend struct {
+	testgrpc.UnimplementedTestServiceServer
+	st     *status.Status
+	header metadata.MD // sent before the status, unless nil
+}
+
+func (b *statusBackend) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	if b.header != nil {
+		if err := grpc.SendHeader(ctx, b.header); err != nil {
+			return nil, err
+		}
+	}
+	grpc.SetTrailer(ctx, metadata.Pairs("x-trailer", "t"))
+	return nil, b.st.Err()
+}
+
+func (b *statusBackend) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	if b.header != nil {
+		if err := stream.SendHeader(b.header); err != nil {
+			return err
+		}
+	}
+	stream.SetTrailer(metadata.Pairs("x-trailer", "t"))
+	return b.st.Err()
+}
+
+func TestStatusRoundTrip(t *testing.T) {
+	withDetails, err := status.New(codes.FailedPrecondition, "bucket \"b\" is locked: ünïcode % ok").WithDetails(
+		&errdetails.ErrorInfo{Reason: "LOCKED", Domain: "gatehouse.dev", Metadata: map[string]string{"bucket": "b"}},
+		&errdetails.RetryInfo{RetryDelay: durationpb.New(3 * time.Second)},
+		&errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{{Field: "name", Description: "empty"}}},
+	)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		st   *status.Status
+	}{
+		{"details", withDetails},
+		{"code and message", status.New(codes.NotFound, "no such thing")},
+		{"ok without messages", status.New(codes.OK, "")},
+		{"deadline from backend", status.New(codes.DeadlineExceeded, "backend gave up")},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			backend := &statusBackend{st: tt.st}
+			client := proxiedClient(t, startBackend(t, backend))
+			ctx := testContext(t)
+
+			// Unary; an OK unary call needs a response, so skip it.
+			if tt.st.Code() != codes.OK {
+				var trailer metadata.MD
+				_, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}, grpc.Trailer(&trailer))
+				if got := status.Convert(err); !proto.Equal(got.Proto(), tt.st.Proto()) {
+					t.Errorf("UnaryCall status = %v, want %v", got.Proto(), tt.st.Proto())
+				}
+				if got := trailer.Get("x-trailer"); len(got) != 1 {
+					t.Errorf("trailer x-trailer = %q, want [t]", got)
+				}
+			}
+
+			stream, err := client.StreamingOutputCall(ctx, &testpb.StreamingOutputCallRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = stream.Recv()
+			if tt.st.Code() == codes.OK {
+				if err != io.EOF {
+					t.Fatalf("Recv = %v, want io.EOF", err)
+				}
+				return
+			}
+			if got := status.Convert(err); !proto.Equal(got.Proto(), tt.st.Proto()) {
+				t.Errorf("stream status = %v, want %v", got.Proto(), tt.st.Proto())
+			}
+		})
+	}
+}
+
+func TestZeroMessageResponseHeaders(t *testing.T) {
+	tests := []struct {
+		name       string
+		st         *status.Status
+		header     metadata.MD
+		wantHeader bool
+	}{
+		{"ok with header", status.New(codes.OK, ""), metadata.Pairs("x-h", "v1", "x-h", "v2", "x-bin", "\x00\x01"), true},
+		{"error with header", status.New(codes.Aborted, "conflict"), metadata.Pairs("x-h", "v1", "x-h", "v2", "x-bin", "\x00\x01"), true},
+		{"trailers only", status.New(codes.Aborted, "conflict"), nil, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			client := proxiedClient(t, startBackend(t, &statusBackend{st: tt.st, header: tt.header}))
+			stream, err := client.StreamingOutputCall(testContext(t), &testpb.StreamingOutputCallRequest{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			header, err := stream.Header()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := stream.Recv(); status.Code(err) != tt.st.Code() && !(tt.st.Code() == codes.OK && err == io.EOF) {
+				t.Fatalf("Recv = %v, want %v", err, tt.st.Code())
+			}
+			if tt.wantHeader {
+				for k, want := range tt.header {
+					if got := header.Get(k); !equalStrings(got, want) {
+						t.Errorf("header[%s] = %q, want %q", k, got, want)
+					}
+				}
+			} else if got := header.Get("x-h"); len(got) != 0 {
+				t.Errorf("header[x-h] = %q, want none", got)
+			}
+			if got := stream.Trailer().Get("x-trailer"); len(got) != 1 {
+				t.Errorf("trailer x-trailer = %q, want [t]", got)
+			}
+		})
+	}
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func TestBackendDown(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := lis.Addr().String()
+	lis.Close() // nothing listens there any more
+	client := proxiedClient(t, addr)
+	ctx := testContext(t)
+	if _, err := client.UnaryCall(ctx, &testpb.SimpleRequest{}); status.Code(err) != codes.Unavailable {
+		t.Fatalf("UnaryCall = %v, want UNAVAILABLE", err)
+	}
+	stream, err := client.FullDuplexCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); status.Code(err) != codes.Unavailable {
+		t.Fatalf("FullDuplexCall Recv = %v, want UNAVAILABLE", err)
+	}
+}
+
+func TestResolverErrorUnchanged(t *testing.T) {
+	want := status.New(codes.Unimplemented, "no route for /grpc.testing.TestService/UnaryCall")
+	d := NewDirector(ResolverFunc(func(context.Context, string, metadata.MD) (Target, error) {
+		return Target{}, want.Err()
+	}))
+	client := testgrpc.NewTestServiceClient(dial(t, startServer(t, newGatewayServer(d), nil)))
+	_, err := client.UnaryCall(testContext(t), &testpb.SimpleRequest{})
+	if got := status.Convert(err); !proto.Equal(got.Proto(), want.Proto()) {
+		t.Fatalf("UnaryCall status = %v, want %v", got.Proto(), want.Proto())
+	}
+}
+
+// blockingBackend holds every FullDuplexCall open until its context ends and
+// reports that end on done.
+type blockingBackend struct {
+	testgrpc.UnimplementedTestServiceServer
+	started chan struct{}
+	done    chan error
+}
+
+func (b *blockingBackend) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
+	b.started <- struct{}{}
+	<-stream.Context().Done()
+	b.done <- stream.Context().Err()
+	return stream.Context().Err()
+}
+
+func TestCancellationPropagates(t *testing.T) {
+	tests := []struct {
+		name     string
+		timeout  time.Duration // 0: the client cancels
+		wantCode codes.Code
+	}{
+		{"client cancel", 0, codes.Canceled},
+		{"client deadline", 200 * time.Millisecond, codes.DeadlineExceeded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			backend := &blockingBackend{started: make(chan struct{}, 1), done: make(chan error, 1)}
+			client := proxiedClient(t, startBackend(t, backend))
+			ctx, cancel := context.WithCancel(testContext(t))
+			defer cancel()
+			if tt.timeout > 0 {
+				ctx, cancel = context.WithTimeout(ctx, tt.timeout)
+				defer cancel()
+			}
+			stream, err := client.FullDuplexCall(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-backend.started:
+			case <-time.After(testTimeout):
+				t.Fatal("the call never reached the backend")
+			}
+			if tt.timeout == 0 {
+				cancel()
+			}
+			if _, err := stream.Recv(); status.Code(err) != tt.wantCode {
+				t.Errorf("Recv = %v, want %v", err, tt.wantCode)
+			}
+			select {
+			case err := <-backend.done:
+				if err == nil {
+					t.Error("backend context ended without an error")
+				}
+			case <-time.After(testTimeout):
+				t.Fatal("the backend never saw the cancellation")
+			}
+		})
+	}
+}
+
+// mdBackend records the metadata each UnaryCall arrives with.
+type mdBackend struct {
+	testgrpc.UnimplementedTestServiceServer
+	got chan metadata.MD
+}
+
+func (b *mdBackend) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	md, _ := metadata.FromIncomingContext(ctx)
+	b.got <- md
+	return &testpb.SimpleResponse{}, nil
+}
+
+func TestRequestMetadataForwarding(t *testing.T) {
+	backend := &mdBackend{got: make(chan metadata.MD, 1)}
+	backendAddr := startBackend(t, backend)
+	const stripped = "x-gatehouse-subject"
+	opts := []Option{WithStripKeys(strings.ToUpper(stripped))}
+
+	sent := metadata.Pairs(
+		"x-custom", "kept",
+		"x-custom-bin", "\x00\xff",
+		"x-forwarded-for", "203.0.113.7",
+		"keep-alive", "timeout=5",
+		"proxy-connection", "keep-alive",
+		"upgrade", "h2c",
+		"x-gatehouse-subject", "admin", // a client must never set identity headers
+	)
+	tests := []struct {
+		name    string
+		client  testgrpc.TestServiceClient
+		wantXFF string
+	}{
+		{"tcp peer appended", proxiedClient(t, backendAddr, opts...), "203.0.113.7, 127.0.0.1"},
+		{"in-process peer not appended", testgrpc.NewTestServiceClient(startBufconnGateway(t, backendAddr, opts...)), "203.0.113.7"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := metadata.NewOutgoingContext(testContext(t), sent)
+			ctx, in := callinfo.With(ctx)
+			_ = in // the director sets the route on the server side's context, not this one
+			if _, err := tt.client.UnaryCall(ctx, &testpb.SimpleRequest{}); err != nil {
+				t.Fatal(err)
+			}
+			got := <-backend.got
+			if v := got.Get("x-custom"); !equalStrings(v, []string{"kept"}) {
+				t.Errorf("x-custom = %q, want [kept]", v)
+			}
+			if v := got.Get("x-custom-bin"); !equalStrings(v, []string{"\x00\xff"}) {
+				t.Errorf("x-custom-bin = %q, want it unchanged", v)
+			}
+			if v := got.Get("x-forwarded-for"); !equalStrings(v, []string{tt.wantXFF}) {
+				t.Errorf("x-forwarded-for = %q, want [%s]", v, tt.wantXFF)
+			}
+			for _, k := range []string{"keep-alive", "proxy-connection", "upgrade", stripped} {
+				if v := got.Get(k); len(v) != 0 {
+					t.Errorf("%s = %q reached the backend", k, v)
+				}
+			}
+			// The backend's user-agent is the gateway's, not the client's.
+			if ua := got.Get("user-agent"); len(ua) != 1 {
+				t.Errorf("user-agent = %q, want exactly one", ua)
+			}
+		})
+	}
+}
+
+func TestCallInfoRoute(t *testing.T) {
+	backendAddr := startBackend(t, nil)
+	d := NewDirector(staticResolver(dial(t, backendAddr)))
+	got := make(chan [2]string, 1)
+	record := func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		ctx, in := callinfo.With(ss.Context())
+		err := handler(srv, &ctxStream{ServerStream: ss, ctx: ctx})
+		route, backend := in.Route()
+		got <- [2]string{route, backend}
+		return err
+	}
+	s := newGatewayServer(d, grpc.StreamInterceptor(record))
+	client := testgrpc.NewTestServiceClient(dial(t, startServer(t, s, nil)))
+	if _, err := client.EmptyCall(testContext(t), &testpb.Empty{}); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-got; r != [2]string{"all", "backend"} {
+		t.Fatalf("callinfo route = %q, want [all backend]", r)
+	}
+}
+
+type ctxStream struct {
+	grpc.ServerStream
+	ctx context.Context
+}
+
+func (s *ctxStream) Context() context.Context { return s.ctx }
+
+// earlyBackend answers StreamingInputCall after the first message, without
+// reading the rest of the client's stream.
+type earlyBackend struct {
+	testgrpc.UnimplementedTestServiceServer
+}
+
+func (earlyBackend) StreamingInputCall(stream testgrpc.TestService_StreamingInputCallServer) error {
+	if _, err := stream.Recv(); err != nil {
+		return err
+	}
+	return stream.SendAndClose(&testpb.StreamingInputCallResponse{AggregatedPayloadSize: 1})
+}
+
+// TestBackendEndsWhileClientSends checks that a backend that ends a call
+// while the client is still sending ends it for the client too, and that
+// the request pump does not outlive the call (goleak in TestMain).
+func TestBackendEndsWhileClientSends(t *testing.T) {
+	client := proxiedClient(t, startBackend(t, earlyBackend{}))
+	ctx := testContext(t)
+	stream, err := client.StreamingInputCall(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := stream.Send(&testpb.StreamingInputCallRequest{Payload: payload(1)}); err != nil {
+		t.Fatal(err)
+	}
+	// Keep sending until the end of the call reaches the client.
+	for i := 0; i < 1000; i++ {
+		if err := stream.Send(&testpb.StreamingInputCallRequest{Payload: payload(1)}); err != nil {
+			break
+		}
+	}
+	resp := new(testpb.StreamingInputCallResponse)
+	if err := stream.RecvMsg(resp); err != nil {
+		t.Fatalf("RecvMsg = %v, want the backend's response", err)
+	}
+	if resp.GetAggregatedPayloadSize() != 1 {
+		t.Fatalf("response = %v, want aggregated size 1", resp)
+	}
+}
