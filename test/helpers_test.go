@@ -23,6 +23,9 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 )
 
 func TestMain(m *testing.M) {
@@ -137,7 +140,7 @@ func httpDo(t *testing.T, method, url, body string, header ...string) (int, stri
 	for i := 0; i+1 < len(header); i += 2 {
 		req.Header.Set(header[i], header[i+1])
 	}
-	tr := &http.Transport{DisableKeepAlives: true}
+	tr := &http.Transport{DisableKeepAlives: true, ExpectContinueTimeout: 5 * time.Second}
 	defer tr.CloseIdleConnections()
 	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
@@ -153,3 +156,11 @@ func httpDo(t *testing.T, method, url, body string, header ...string) (int, stri
 
 // jsonLogger returns a slog JSON logger writing to buf.
 func jsonLogger(buf io.Writer) *slog.Logger { return slog.New(slog.NewJSONHandler(buf, nil)) }
+
+// grpcHeader is grpc.Header, named for readability at call sites.
+func grpcHeader(md *metadata.MD) grpc.CallOption { return grpc.Header(md) }
+
+// unmarshalJSON decodes a REST response body into a proto message.
+func unmarshalJSON(body string, m proto.Message) error {
+	return protojson.Unmarshal([]byte(body), m)
+}
