@@ -223,6 +223,12 @@ func violationReason(md protoreflect.MessageDescriptor, p path, v *protovalidate
 			if in := inList(v.RuleValue); in != "" {
 				return "want " + in + ", got " + describe(val)
 			}
+		case "string.pattern":
+			if v.FieldDescriptor != nil {
+				if want, ok := patternWords[v.FieldDescriptor.FullName()]; ok {
+					return "want " + want + ", got " + describe(val)
+				}
+			}
 		}
 		return msg + ", got " + describe(val)
 	case bool, int32, int64, uint32, uint64, float32, float64:
@@ -233,6 +239,17 @@ func violationReason(md protoreflect.MessageDescriptor, p path, v *protovalidate
 		}
 	}
 	return msg
+}
+
+// patternWords says in words what the regex pattern of a field asks for, so
+// that errors do not quote regular expressions at users.
+var patternWords = map[protoreflect.FullName]string{
+	"gatehouse.config.v1.Listener.name":      `lower-case letters, digits, "-" and "_", starting and ending with a letter or digit`,
+	"gatehouse.config.v1.Backend.name":       `lower-case letters, digits, "-" and "_", starting and ending with a letter or digit`,
+	"gatehouse.config.v1.Route.name":         `lower-case letters, digits, "-" and "_", starting and ending with a letter or digit`,
+	"gatehouse.config.v1.Match.method":       `a full method name "/pkg.Service/Method" or a trailing glob "/pkg.Service/Get*"`,
+	"gatehouse.config.v1.Match.service":      `a service name "pkg.Service", a package glob "pkg.*", or "*"`,
+	"gatehouse.config.v1.MetadataMatch.name": `a lower-case metadata key of letters, digits, "-", "_" and "."`,
 }
 
 // inList words the list of a string.in rule: "one of "shared" or "grpc"

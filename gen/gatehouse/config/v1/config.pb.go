@@ -353,7 +353,8 @@ func (x *Limits) GetKeepalive() *Keepalive {
 type Keepalive struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Clients that ping more often than this are disconnected (GOAWAY
-	// "too_many_pings"). Default 10s.
+	// "too_many_pings"); 0 allows any rate. Default 10s. Enforced on "grpc"
+	// listeners; shared listeners rely on net/http's HTTP/2 server.
 	MinPingInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=min_ping_interval,json=minPingInterval,proto3" json:"min_ping_interval,omitempty"`
 	// Whether clients may ping while they have no call open. Default false.
 	PermitWithoutCalls bool `protobuf:"varint,2,opt,name=permit_without_calls,json=permitWithoutCalls,proto3" json:"permit_without_calls,omitempty"`
@@ -631,6 +632,7 @@ func (x *Match) GetAuthority() string {
 type MetadataMatch struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The metadata key, lower case (gRPC metadata keys are case-insensitive).
+	// Keys starting with "grpc-" are reserved by gRPC and cannot be matched.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// The condition on the key's value. For keys with several values, the
 	// condition holds when any value satisfies it.
@@ -902,20 +904,21 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x05Route\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x120\n" +
 	"\x05match\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.MatchR\x05match\x12!\n" +
-	"\abackend\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\abackend\"\x97\x02\n" +
-	"\x05Match\x12M\n" +
-	"\x06method\x18\x01 \x01(\tB5\xbaH2r02.^(/[A-Za-z_][A-Za-z0-9_.]*/[A-Za-z0-9_]*\\*?)?$R\x06method\x12a\n" +
+	"\abackend\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\abackend\"\xa5\x02\n" +
+	"\x05Match\x12[\n" +
+	"\x06method\x18\x01 \x01(\tBC\xbaH@r>2<^(/[A-Za-z_][A-Za-z0-9_.]*/([A-Za-z_][A-Za-z0-9_]*\\*?|\\*))?$R\x06method\x12a\n" +
 	"\aservice\x18\x02 \x01(\tBG\xbaHDrB2@^([A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*(\\.\\*)?|\\*)?$R\aservice\x12>\n" +
 	"\bmetadata\x18\x03 \x03(\v2\".gatehouse.config.v1.MetadataMatchR\bmetadata\x12\x1c\n" +
-	"\tauthority\x18\x04 \x01(\tR\tauthority\"\xfd\x01\n" +
-	"\rMetadataMatch\x12+\n" +
-	"\x04name\x18\x01 \x01(\tB\x17\xbaH\x14r\x12\x10\x012\x0e^[a-z0-9_.-]+$R\x04name\x12\x16\n" +
+	"\tauthority\x18\x04 \x01(\tR\tauthority\"\xfc\x02\n" +
+	"\rMetadataMatch\x12\x97\x01\n" +
+	"\x04name\x18\x01 \x01(\tB\x82\x01\xbaH\x7f\xba\x01h\n" +
+	"\x1ametadata_name_not_reserved\x12/keys starting with \"grpc-\" are reserved by gRPC\x1a\x19!this.startsWith('grpc-')r\x12\x10\x012\x0e^[a-z0-9_.-]+$R\x04name\x12\x16\n" +
 	"\x05exact\x18\x02 \x01(\tH\x00R\x05exact\x12\x18\n" +
 	"\x06prefix\x18\x03 \x01(\tH\x00R\x06prefix\x12\x18\n" +
 	"\x06suffix\x18\x04 \x01(\tH\x00R\x06suffix\x12\x16\n" +
-	"\x05regex\x18\x05 \x01(\tH\x00R\x05regex\x12\x1a\n" +
-	"\apresent\x18\x06 \x01(\bH\x00R\apresent\x12\x18\n" +
-	"\x06absent\x18\a \x01(\bH\x00R\x06absent\x12\x16\n" +
+	"\x05regex\x18\x05 \x01(\tH\x00R\x05regex\x12#\n" +
+	"\apresent\x18\x06 \x01(\bB\a\xbaH\x04j\x02\b\x01H\x00R\apresent\x12!\n" +
+	"\x06absent\x18\a \x01(\bB\a\xbaH\x04j\x02\b\x01H\x00R\x06absent\x12\x16\n" +
 	"\x06invert\x18\b \x01(\bR\x06invertB\r\n" +
 	"\x04kind\x12\x05\xbaH\x02\b\x01\"p\n" +
 	"\aLogging\x127\n" +
