@@ -69,14 +69,52 @@ func check(cfg *configv1.Config, probs *problems, skip broken) {
 	for i, r := range cfg.GetRoutes() {
 		p := path{}.field("routes").index(i)
 		c.unique(p.field("name"), "route", r.GetName(), routeNames, i, "routes")
-		if b := r.GetBackend(); b != "" && !skip.backendNames {
-			if _, ok := backendNames[b]; !ok {
-				c.errorf(p.field("backend"), "unknown backend %q", b)
+		known := func(fp path, b string) {
+			if _, ok := backendNames[b]; b != "" && !ok && !skip.backendNames {
+				c.errorf(fp, "unknown backend %q", b)
 			}
 		}
+		c.routeAction(p, r, known)
 		if m := r.GetMatch(); m != nil {
 			c.match(p.field("match"), m)
 		}
+	}
+}
+
+// routeAction checks that a route has exactly one action (backend, split
+// or direct_response) and that the backends it names exist.
+func (c checker) routeAction(p path, r *configv1.Route, known func(path, string)) {
+	var given []string
+	if r.GetBackend() != "" {
+		given = append(given, "backend")
+	}
+	if len(r.GetSplit()) > 0 {
+		given = append(given, "split")
+	}
+	if r.GetDirectResponse() != nil {
+		given = append(given, "direct_response")
+	}
+	switch len(given) {
+	case 0:
+		c.errorf(p.field("backend"), "required (or give split or direct_response)")
+	case 1:
+	default:
+		c.errorf(p.field(given[1]), "only one of backend, split or direct_response may be given, and %q is given already", given[0])
+	}
+	known(p.field("backend"), r.GetBackend())
+	var total uint32
+	for j, wb := range r.GetSplit() {
+		known(p.field("split").index(j).field("backend"), wb.GetBackend())
+		total += wb.GetWeight()
+	}
+	if len(r.GetSplit()) > 0 && total == 0 {
+		c.errorf(p.field("split"), "the weights add up to 0: give at least one side a weight")
+	}
+	if r.GetStickyKey() != "" && len(r.GetSplit()) == 0 {
+		c.errorf(p.field("sticky_key"), "only meaningful with split")
+	}
+	if m := r.GetMirror(); m != nil {
+		known(p.field("mirror").field("backend"), m.GetBackend())
 	}
 }
 

@@ -111,7 +111,7 @@ func loggers(cfg *configv1.Config, stdout, stderr io.Writer) (*slog.Logger, *slo
 	var level slog.Level
 	_ = level.UnmarshalText([]byte(cfg.GetLogging().GetLevel()))
 	proc := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	if cfg.GetLogging().GetDisableAccessLog() {
+	if cfg.GetTelemetry().GetAccessLog().GetDisabled() {
 		return proc, nil
 	}
 	return proc, slog.New(slog.NewJSONHandler(stdout, nil))

@@ -53,6 +53,11 @@ type Config struct {
 	// How long a shutdown (SIGTERM, SIGINT) waits for in-flight calls to finish
 	// before closing what is left. Default 30s.
 	ShutdownGrace *durationpb.Duration `protobuf:"bytes,6,opt,name=shutdown_grace,json=shutdownGrace,proto3" json:"shutdown_grace,omitempty"`
+	// Tracing, metrics and the access log.
+	Telemetry *Telemetry `protobuf:"bytes,7,opt,name=telemetry,proto3" json:"telemetry,omitempty"`
+	// The audit trail: who did what, with which decision, provably unaltered.
+	// Off when absent.
+	Audit         *Audit `protobuf:"bytes,8,opt,name=audit,proto3" json:"audit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -125,6 +130,20 @@ func (x *Config) GetLogging() *Logging {
 func (x *Config) GetShutdownGrace() *durationpb.Duration {
 	if x != nil {
 		return x.ShutdownGrace
+	}
+	return nil
+}
+
+func (x *Config) GetTelemetry() *Telemetry {
+	if x != nil {
+		return x.Telemetry
+	}
+	return nil
+}
+
+func (x *Config) GetAudit() *Audit {
+	if x != nil {
+		return x.Audit
 	}
 	return nil
 }
@@ -212,7 +231,9 @@ type Admin struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The address to listen on, host:port. Serves gRPC (h2c) and REST/JSON.
 	// Bind it to loopback or an internal network: it is not meant for clients.
-	Address       string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
+	// Serves Go's pprof profiles under /debug/pprof/. Default false.
+	Pprof         bool `protobuf:"varint,2,opt,name=pprof,proto3" json:"pprof,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -254,6 +275,13 @@ func (x *Admin) GetAddress() string {
 	return ""
 }
 
+func (x *Admin) GetPprof() bool {
+	if x != nil {
+		return x.Pprof
+	}
+	return false
+}
+
 // Limits bound what one client connection may cost. Omitted fields take the
 // defaults given below.
 type Limits struct {
@@ -272,9 +300,14 @@ type Limits struct {
 	// A connection with no open call for this long is closed. Default 5m.
 	IdleTimeout *durationpb.Duration `protobuf:"bytes,5,opt,name=idle_timeout,json=idleTimeout,proto3" json:"idle_timeout,omitempty"`
 	// Keepalive enforcement for gRPC clients.
-	Keepalive     *Keepalive `protobuf:"bytes,6,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Keepalive *Keepalive `protobuf:"bytes,6,opt,name=keepalive,proto3" json:"keepalive,omitempty"`
+	// Calls in flight on the whole listener, over all connections. A call
+	// over the cap is answered at once with RESOURCE_EXHAUSTED (503 for
+	// REST) instead of queueing until memory runs out. 0 means no cap.
+	// Default 10000.
+	MaxConcurrentCalls *uint32 `protobuf:"varint,7,opt,name=max_concurrent_calls,json=maxConcurrentCalls,proto3,oneof" json:"max_concurrent_calls,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Limits) Reset() {
@@ -347,6 +380,13 @@ func (x *Limits) GetKeepalive() *Keepalive {
 		return x.Keepalive
 	}
 	return nil
+}
+
+func (x *Limits) GetMaxConcurrentCalls() uint32 {
+	if x != nil && x.MaxConcurrentCalls != nil {
+		return *x.MaxConcurrentCalls
+	}
+	return 0
 }
 
 // Keepalive sets HTTP/2 keepalive pings and how often clients may send them.
@@ -433,10 +473,31 @@ type Backend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// A unique name, referred to by routes.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
-	// The endpoints, each host:port. At least one.
-	Endpoints     []string `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The endpoints, each host:port. At least one. With discovery "DNS",
+	// each is a DNS name and port (a Kubernetes headless service, say) whose
+	// addresses are the endpoints.
+	Endpoints []string `protobuf:"bytes,2,rep,name=endpoints,proto3" json:"endpoints,omitempty"`
+	// Where endpoints come from: "STATIC" (default: the list as written) or
+	// "DNS" (each entry resolved, re-resolved every dns_refresh_interval; the
+	// last known addresses are kept when DNS fails).
+	Discovery string `protobuf:"bytes,3,opt,name=discovery,proto3" json:"discovery,omitempty"`
+	// How often DNS discovery re-resolves. Default 30s.
+	DnsRefreshInterval *durationpb.Duration `protobuf:"bytes,4,opt,name=dns_refresh_interval,json=dnsRefreshInterval,proto3" json:"dns_refresh_interval,omitempty"`
+	// How calls are spread over endpoints: "ROUND_ROBIN" (default),
+	// "LEAST_REQUEST" or "PICK_FIRST".
+	LoadBalancing string `protobuf:"bytes,5,opt,name=load_balancing,json=loadBalancing,proto3" json:"load_balancing,omitempty"`
+	// Relative weights of endpoints, keyed by endpoint as written in
+	// endpoints; unlisted endpoints weigh 1.
+	EndpointWeights map[string]uint32 `protobuf:"bytes,6,rep,name=endpoint_weights,json=endpointWeights,proto3" json:"endpoint_weights,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
+	// Active health checking of every endpoint with grpc.health.v1. Off when
+	// absent; an unhealthy endpoint gets no traffic.
+	HealthCheck *HealthCheck `protobuf:"bytes,7,opt,name=health_check,json=healthCheck,proto3" json:"health_check,omitempty"`
+	// Caps and a breaker that fail calls fast when the backend is in trouble.
+	CircuitBreaker *CircuitBreaker `protobuf:"bytes,8,opt,name=circuit_breaker,json=circuitBreaker,proto3" json:"circuit_breaker,omitempty"`
+	// Takes single bad endpoints out of rotation for a while.
+	OutlierDetection *OutlierDetection `protobuf:"bytes,9,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Backend) Reset() {
@@ -483,6 +544,319 @@ func (x *Backend) GetEndpoints() []string {
 	return nil
 }
 
+func (x *Backend) GetDiscovery() string {
+	if x != nil {
+		return x.Discovery
+	}
+	return ""
+}
+
+func (x *Backend) GetDnsRefreshInterval() *durationpb.Duration {
+	if x != nil {
+		return x.DnsRefreshInterval
+	}
+	return nil
+}
+
+func (x *Backend) GetLoadBalancing() string {
+	if x != nil {
+		return x.LoadBalancing
+	}
+	return ""
+}
+
+func (x *Backend) GetEndpointWeights() map[string]uint32 {
+	if x != nil {
+		return x.EndpointWeights
+	}
+	return nil
+}
+
+func (x *Backend) GetHealthCheck() *HealthCheck {
+	if x != nil {
+		return x.HealthCheck
+	}
+	return nil
+}
+
+func (x *Backend) GetCircuitBreaker() *CircuitBreaker {
+	if x != nil {
+		return x.CircuitBreaker
+	}
+	return nil
+}
+
+func (x *Backend) GetOutlierDetection() *OutlierDetection {
+	if x != nil {
+		return x.OutlierDetection
+	}
+	return nil
+}
+
+// HealthCheck sets active health checks with grpc.health.v1 per endpoint.
+type HealthCheck struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Time between checks of one endpoint. Default 5s.
+	Interval *durationpb.Duration `protobuf:"bytes,1,opt,name=interval,proto3" json:"interval,omitempty"`
+	// How long one check may take. Default 1s.
+	Timeout *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Failed checks in a row that mark an endpoint unhealthy. Default 3.
+	UnhealthyThreshold uint32 `protobuf:"varint,3,opt,name=unhealthy_threshold,json=unhealthyThreshold,proto3" json:"unhealthy_threshold,omitempty"`
+	// Passed checks in a row that mark it healthy again. Default 1.
+	HealthyThreshold uint32 `protobuf:"varint,4,opt,name=healthy_threshold,json=healthyThreshold,proto3" json:"healthy_threshold,omitempty"`
+	// The service name sent in HealthCheckRequest. Default "" (the server as
+	// a whole).
+	Service       string `protobuf:"bytes,5,opt,name=service,proto3" json:"service,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *HealthCheck) Reset() {
+	*x = HealthCheck{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *HealthCheck) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*HealthCheck) ProtoMessage() {}
+
+func (x *HealthCheck) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
+func (*HealthCheck) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *HealthCheck) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *HealthCheck) GetUnhealthyThreshold() uint32 {
+	if x != nil {
+		return x.UnhealthyThreshold
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetHealthyThreshold() uint32 {
+	if x != nil {
+		return x.HealthyThreshold
+	}
+	return 0
+}
+
+func (x *HealthCheck) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+// CircuitBreaker caps the load on a backend and stops calling it for a while
+// when it keeps failing.
+type CircuitBreaker struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Calls in flight to the backend; more fail fast with UNAVAILABLE naming
+	// the cap. Default 1024; 0 means no cap.
+	MaxConcurrent *uint32 `protobuf:"varint,1,opt,name=max_concurrent,json=maxConcurrent,proto3,oneof" json:"max_concurrent,omitempty"`
+	// Calls waiting for a connection to the backend; more fail fast.
+	// Default 1024; 0 means no cap.
+	MaxPending *uint32 `protobuf:"varint,2,opt,name=max_pending,json=maxPending,proto3,oneof" json:"max_pending,omitempty"`
+	// Failures in a row that open the breaker. 0 leaves this trigger off.
+	// Default 5.
+	ConsecutiveFailures *uint32 `protobuf:"varint,3,opt,name=consecutive_failures,json=consecutiveFailures,proto3,oneof" json:"consecutive_failures,omitempty"`
+	// The failure ratio, over at least min_requests calls in the current
+	// window, that opens the breaker; 0 leaves this trigger off.
+	FailureRatio float64 `protobuf:"fixed64,4,opt,name=failure_ratio,json=failureRatio,proto3" json:"failure_ratio,omitempty"`
+	// Calls needed in the window before failure_ratio counts. Default 20.
+	MinRequests uint32 `protobuf:"varint,5,opt,name=min_requests,json=minRequests,proto3" json:"min_requests,omitempty"`
+	// How long the breaker stays open before it lets probe calls through
+	// (half-open). Default 30s.
+	OpenFor *durationpb.Duration `protobuf:"bytes,6,opt,name=open_for,json=openFor,proto3" json:"open_for,omitempty"`
+	// Probe calls let through while half-open. Default 1.
+	HalfOpenProbes uint32 `protobuf:"varint,7,opt,name=half_open_probes,json=halfOpenProbes,proto3" json:"half_open_probes,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *CircuitBreaker) Reset() {
+	*x = CircuitBreaker{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CircuitBreaker) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CircuitBreaker) ProtoMessage() {}
+
+func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
+func (*CircuitBreaker) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *CircuitBreaker) GetMaxConcurrent() uint32 {
+	if x != nil && x.MaxConcurrent != nil {
+		return *x.MaxConcurrent
+	}
+	return 0
+}
+
+func (x *CircuitBreaker) GetMaxPending() uint32 {
+	if x != nil && x.MaxPending != nil {
+		return *x.MaxPending
+	}
+	return 0
+}
+
+func (x *CircuitBreaker) GetConsecutiveFailures() uint32 {
+	if x != nil && x.ConsecutiveFailures != nil {
+		return *x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *CircuitBreaker) GetFailureRatio() float64 {
+	if x != nil {
+		return x.FailureRatio
+	}
+	return 0
+}
+
+func (x *CircuitBreaker) GetMinRequests() uint32 {
+	if x != nil {
+		return x.MinRequests
+	}
+	return 0
+}
+
+func (x *CircuitBreaker) GetOpenFor() *durationpb.Duration {
+	if x != nil {
+		return x.OpenFor
+	}
+	return nil
+}
+
+func (x *CircuitBreaker) GetHalfOpenProbes() uint32 {
+	if x != nil {
+		return x.HalfOpenProbes
+	}
+	return 0
+}
+
+// OutlierDetection ejects endpoints that fail while their siblings do not.
+type OutlierDetection struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Failures in a row that eject an endpoint. Default 5.
+	ConsecutiveFailures uint32 `protobuf:"varint,1,opt,name=consecutive_failures,json=consecutiveFailures,proto3" json:"consecutive_failures,omitempty"`
+	// How long an ejected endpoint stays out; it grows with each ejection.
+	// Default 30s.
+	EjectionTime *durationpb.Duration `protobuf:"bytes,2,opt,name=ejection_time,json=ejectionTime,proto3" json:"ejection_time,omitempty"`
+	// At most this percentage of the backend's endpoints are ejected at once.
+	// Default 50.
+	MaxEjectionPercent *uint32 `protobuf:"varint,3,opt,name=max_ejection_percent,json=maxEjectionPercent,proto3,oneof" json:"max_ejection_percent,omitempty"`
+	// How often ejections are evaluated. Default 1s.
+	Interval      *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutlierDetection) Reset() {
+	*x = OutlierDetection{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutlierDetection) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutlierDetection) ProtoMessage() {}
+
+func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
+func (*OutlierDetection) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *OutlierDetection) GetConsecutiveFailures() uint32 {
+	if x != nil {
+		return x.ConsecutiveFailures
+	}
+	return 0
+}
+
+func (x *OutlierDetection) GetEjectionTime() *durationpb.Duration {
+	if x != nil {
+		return x.EjectionTime
+	}
+	return nil
+}
+
+func (x *OutlierDetection) GetMaxEjectionPercent() uint32 {
+	if x != nil && x.MaxEjectionPercent != nil {
+		return *x.MaxEjectionPercent
+	}
+	return 0
+}
+
+func (x *OutlierDetection) GetInterval() *durationpb.Duration {
+	if x != nil {
+		return x.Interval
+	}
+	return nil
+}
+
 // Route sends the calls that its match selects to a backend.
 type Route struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -491,15 +865,41 @@ type Route struct {
 	// Which calls the route takes. Every condition given must hold; an empty
 	// match takes every call.
 	Match *Match `protobuf:"bytes,2,opt,name=match,proto3" json:"match,omitempty"`
-	// The name of the backend that serves the route's calls.
-	Backend       string `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// The name of the backend that serves the route's calls. Exactly one of
+	// backend, split and direct_response is given.
+	Backend string `protobuf:"bytes,3,opt,name=backend,proto3" json:"backend,omitempty"`
+	// Weighted split across backends (canary percentages): each call goes to
+	// one of them with probability weight / sum of weights.
+	Split []*WeightedBackend `protobuf:"bytes,4,rep,name=split,proto3" json:"split,omitempty"`
+	// A CEL expression whose value keys a sticky split: calls with the same
+	// key always take the same side, e.g. 'metadata["x-user-id"]'. Without
+	// it a split is random per call.
+	StickyKey string `protobuf:"bytes,5,opt,name=sticky_key,json=stickyKey,proto3" json:"sticky_key,omitempty"`
+	// A sampled copy of each call sent to a shadow backend; its answer is
+	// discarded and it never slows the real call.
+	Mirror *Mirror `protobuf:"bytes,6,opt,name=mirror,proto3" json:"mirror,omitempty"`
+	// Metadata changes on the way to the backend.
+	RequestMetadata *MetadataActions `protobuf:"bytes,7,opt,name=request_metadata,json=requestMetadata,proto3" json:"request_metadata,omitempty"`
+	// Rewrites the method on the way to the backend, e.g. to route
+	// /shop.v1.Orders/* to a backend that serves /orders.v2.Orders/*.
+	Rewrite *Rewrite `protobuf:"bytes,8,opt,name=rewrite,proto3" json:"rewrite,omitempty"`
+	// Answers at the edge with a fixed status, reaching no backend
+	// (maintenance, deprecation).
+	DirectResponse *DirectResponse `protobuf:"bytes,9,opt,name=direct_response,json=directResponse,proto3" json:"direct_response,omitempty"`
+	// Deadlines for the route's calls.
+	Timeout *Timeout `protobuf:"bytes,10,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// Retries of the route's calls.
+	Retry *Retry `protobuf:"bytes,11,opt,name=retry,proto3" json:"retry,omitempty"`
+	// Calls of this route in flight; more are answered at once with
+	// RESOURCE_EXHAUSTED / 503. 0 means no cap of its own.
+	MaxConcurrentCalls uint32 `protobuf:"varint,12,opt,name=max_concurrent_calls,json=maxConcurrentCalls,proto3" json:"max_concurrent_calls,omitempty"`
+	unknownFields      protoimpl.UnknownFields
+	sizeCache          protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -511,7 +911,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -524,7 +924,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Route) GetName() string {
@@ -548,6 +948,632 @@ func (x *Route) GetBackend() string {
 	return ""
 }
 
+func (x *Route) GetSplit() []*WeightedBackend {
+	if x != nil {
+		return x.Split
+	}
+	return nil
+}
+
+func (x *Route) GetStickyKey() string {
+	if x != nil {
+		return x.StickyKey
+	}
+	return ""
+}
+
+func (x *Route) GetMirror() *Mirror {
+	if x != nil {
+		return x.Mirror
+	}
+	return nil
+}
+
+func (x *Route) GetRequestMetadata() *MetadataActions {
+	if x != nil {
+		return x.RequestMetadata
+	}
+	return nil
+}
+
+func (x *Route) GetRewrite() *Rewrite {
+	if x != nil {
+		return x.Rewrite
+	}
+	return nil
+}
+
+func (x *Route) GetDirectResponse() *DirectResponse {
+	if x != nil {
+		return x.DirectResponse
+	}
+	return nil
+}
+
+func (x *Route) GetTimeout() *Timeout {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *Route) GetRetry() *Retry {
+	if x != nil {
+		return x.Retry
+	}
+	return nil
+}
+
+func (x *Route) GetMaxConcurrentCalls() uint32 {
+	if x != nil {
+		return x.MaxConcurrentCalls
+	}
+	return 0
+}
+
+// WeightedBackend is one side of a split.
+type WeightedBackend struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The backend's name.
+	Backend string `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	// Its relative weight, 0 to 10000.
+	Weight        uint32 `protobuf:"varint,2,opt,name=weight,proto3" json:"weight,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WeightedBackend) Reset() {
+	*x = WeightedBackend{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WeightedBackend) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WeightedBackend) ProtoMessage() {}
+
+func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
+func (*WeightedBackend) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *WeightedBackend) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *WeightedBackend) GetWeight() uint32 {
+	if x != nil {
+		return x.Weight
+	}
+	return 0
+}
+
+// Mirror sends sampled copies of calls to a shadow backend.
+type Mirror struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The shadow backend's name.
+	Backend string `protobuf:"bytes,1,opt,name=backend,proto3" json:"backend,omitempty"`
+	// The percentage of calls copied, 0 to 100.
+	Percent       float64 `protobuf:"fixed64,2,opt,name=percent,proto3" json:"percent,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Mirror) Reset() {
+	*x = Mirror{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Mirror) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Mirror) ProtoMessage() {}
+
+func (x *Mirror) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
+func (*Mirror) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *Mirror) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *Mirror) GetPercent() float64 {
+	if x != nil {
+		return x.Percent
+	}
+	return 0
+}
+
+// MetadataActions change request metadata before it reaches the backend.
+// Removals apply first, then sets, then adds.
+type MetadataActions struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Keys to remove.
+	Remove []string `protobuf:"bytes,1,rep,name=remove,proto3" json:"remove,omitempty"`
+	// Keys to set, replacing any value the client sent.
+	Set []*MetadataValue `protobuf:"bytes,2,rep,name=set,proto3" json:"set,omitempty"`
+	// Values to add beside any the client sent.
+	Add           []*MetadataValue `protobuf:"bytes,3,rep,name=add,proto3" json:"add,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataActions) Reset() {
+	*x = MetadataActions{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataActions) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataActions) ProtoMessage() {}
+
+func (x *MetadataActions) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataActions.ProtoReflect.Descriptor instead.
+func (*MetadataActions) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *MetadataActions) GetRemove() []string {
+	if x != nil {
+		return x.Remove
+	}
+	return nil
+}
+
+func (x *MetadataActions) GetSet() []*MetadataValue {
+	if x != nil {
+		return x.Set
+	}
+	return nil
+}
+
+func (x *MetadataActions) GetAdd() []*MetadataValue {
+	if x != nil {
+		return x.Add
+	}
+	return nil
+}
+
+// MetadataValue is one metadata key and value.
+type MetadataValue struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key, lower case.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The value.
+	Value         string `protobuf:"bytes,2,opt,name=value,proto3" json:"value,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MetadataValue) Reset() {
+	*x = MetadataValue{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MetadataValue) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MetadataValue) ProtoMessage() {}
+
+func (x *MetadataValue) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MetadataValue.ProtoReflect.Descriptor instead.
+func (*MetadataValue) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *MetadataValue) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *MetadataValue) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+// Rewrite changes the method a call is sent to.
+type Rewrite struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Replaces the service part of the method, keeping the method name:
+	// "/shop.v1.Orders/Get" with service "orders.v2.Orders" becomes
+	// "/orders.v2.Orders/Get".
+	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
+	// Replaces the whole method, e.g. "/orders.v2.Orders/Fetch". Only for
+	// routes that match one method.
+	Method        string `protobuf:"bytes,2,opt,name=method,proto3" json:"method,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rewrite) Reset() {
+	*x = Rewrite{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rewrite) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rewrite) ProtoMessage() {}
+
+func (x *Rewrite) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
+func (*Rewrite) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Rewrite) GetService() string {
+	if x != nil {
+		return x.Service
+	}
+	return ""
+}
+
+func (x *Rewrite) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+// DirectResponse answers a call at the edge.
+type DirectResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The gRPC status code name, e.g. "UNAVAILABLE"; REST callers get its
+	// HTTP mapping.
+	Code string `protobuf:"bytes,1,opt,name=code,proto3" json:"code,omitempty"`
+	// The status message.
+	Message       string `protobuf:"bytes,2,opt,name=message,proto3" json:"message,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DirectResponse) Reset() {
+	*x = DirectResponse{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DirectResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DirectResponse) ProtoMessage() {}
+
+func (x *DirectResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
+func (*DirectResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *DirectResponse) GetCode() string {
+	if x != nil {
+		return x.Code
+	}
+	return ""
+}
+
+func (x *DirectResponse) GetMessage() string {
+	if x != nil {
+		return x.Message
+	}
+	return ""
+}
+
+// Timeout bounds a route's calls.
+type Timeout struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The deadline of a call whose client set none. Default: none (only max
+	// applies).
+	Default *durationpb.Duration `protobuf:"bytes,1,opt,name=default,proto3" json:"default,omitempty"`
+	// The longest deadline a call may have: the effective deadline is the
+	// smaller of the client's and this. Default 60s for unary calls; streams
+	// are bounded by idle instead unless max is set.
+	Max *durationpb.Duration `protobuf:"bytes,2,opt,name=max,proto3" json:"max,omitempty"`
+	// For streaming calls: the call ends with DEADLINE_EXCEEDED after this
+	// long with no message either way. Default: none.
+	Idle          *durationpb.Duration `protobuf:"bytes,3,opt,name=idle,proto3" json:"idle,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Timeout) Reset() {
+	*x = Timeout{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Timeout) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Timeout) ProtoMessage() {}
+
+func (x *Timeout) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Timeout.ProtoReflect.Descriptor instead.
+func (*Timeout) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *Timeout) GetDefault() *durationpb.Duration {
+	if x != nil {
+		return x.Default
+	}
+	return nil
+}
+
+func (x *Timeout) GetMax() *durationpb.Duration {
+	if x != nil {
+		return x.Max
+	}
+	return nil
+}
+
+func (x *Timeout) GetIdle() *durationpb.Duration {
+	if x != nil {
+		return x.Idle
+	}
+	return nil
+}
+
+// Retry sets retries of a route's calls. A call is never retried once
+// response headers have reached the client.
+type Retry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Attempts in all, the first included, 1 to 5.
+	Attempts uint32 `protobuf:"varint,1,opt,name=attempts,proto3" json:"attempts,omitempty"`
+	// The status codes that are retried, by name. Default ["UNAVAILABLE"].
+	On []string `protobuf:"bytes,2,rep,name=on,proto3" json:"on,omitempty"`
+	// Exponential backoff with jitter between attempts.
+	Backoff *Backoff `protobuf:"bytes,3,opt,name=backoff,proto3" json:"backoff,omitempty"`
+	// The retry budget: retries may add at most this percentage of the
+	// backend's calls. Default 20.
+	BudgetPercent *uint32 `protobuf:"varint,4,opt,name=budget_percent,json=budgetPercent,proto3,oneof" json:"budget_percent,omitempty"`
+	// Hedging, for idempotent unary routes only: a second attempt after this
+	// delay if the first has not answered; the first answer wins and the
+	// other is cancelled. Off when absent.
+	HedgeDelay *durationpb.Duration `protobuf:"bytes,5,opt,name=hedge_delay,json=hedgeDelay,proto3" json:"hedge_delay,omitempty"`
+	// Bytes of a client-streaming request kept for replay; a longer request
+	// is not retried. Default 65536.
+	BufferBytes   *uint32 `protobuf:"varint,6,opt,name=buffer_bytes,json=bufferBytes,proto3,oneof" json:"buffer_bytes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Retry) Reset() {
+	*x = Retry{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Retry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Retry) ProtoMessage() {}
+
+func (x *Retry) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Retry.ProtoReflect.Descriptor instead.
+func (*Retry) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *Retry) GetAttempts() uint32 {
+	if x != nil {
+		return x.Attempts
+	}
+	return 0
+}
+
+func (x *Retry) GetOn() []string {
+	if x != nil {
+		return x.On
+	}
+	return nil
+}
+
+func (x *Retry) GetBackoff() *Backoff {
+	if x != nil {
+		return x.Backoff
+	}
+	return nil
+}
+
+func (x *Retry) GetBudgetPercent() uint32 {
+	if x != nil && x.BudgetPercent != nil {
+		return *x.BudgetPercent
+	}
+	return 0
+}
+
+func (x *Retry) GetHedgeDelay() *durationpb.Duration {
+	if x != nil {
+		return x.HedgeDelay
+	}
+	return nil
+}
+
+func (x *Retry) GetBufferBytes() uint32 {
+	if x != nil && x.BufferBytes != nil {
+		return *x.BufferBytes
+	}
+	return 0
+}
+
+// Backoff is exponential backoff with full jitter.
+type Backoff struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The first delay. Default 25ms.
+	Base *durationpb.Duration `protobuf:"bytes,1,opt,name=base,proto3" json:"base,omitempty"`
+	// The largest delay. Default 250ms.
+	Max           *durationpb.Duration `protobuf:"bytes,2,opt,name=max,proto3" json:"max,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Backoff) Reset() {
+	*x = Backoff{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Backoff) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Backoff) ProtoMessage() {}
+
+func (x *Backoff) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
+func (*Backoff) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *Backoff) GetBase() *durationpb.Duration {
+	if x != nil {
+		return x.Base
+	}
+	return nil
+}
+
+func (x *Backoff) GetMax() *durationpb.Duration {
+	if x != nil {
+		return x.Max
+	}
+	return nil
+}
+
 // Match selects calls. Every condition given must hold.
 type Match struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -564,14 +1590,34 @@ type Match struct {
 	// without its port and case-insensitively: exactly ("api.example.com") or
 	// by a leading wildcard ("*.example.com" matches any subdomain, not the
 	// bare domain).
-	Authority     string `protobuf:"bytes,4,opt,name=authority,proto3" json:"authority,omitempty"`
+	Authority string `protobuf:"bytes,4,opt,name=authority,proto3" json:"authority,omitempty"`
+	// Conditions on HTTP headers. For gRPC calls headers are the metadata, so
+	// this is the same as metadata; it reads better in REST-minded configs.
+	Headers []*MetadataMatch `protobuf:"bytes,5,rep,name=headers,proto3" json:"headers,omitempty"`
+	// Conditions on URL query parameters (REST calls only; a gRPC call has
+	// none, so only absent conditions hold for it).
+	Query []*MetadataMatch `protobuf:"bytes,6,rep,name=query,proto3" json:"query,omitempty"`
+	// The HTTP method of a REST call ("GET", "POST", ...).
+	HttpMethod string `protobuf:"bytes,7,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
+	// Conditions on the URL path of a REST call.
+	Path *PathMatch `protobuf:"bytes,8,opt,name=path,proto3" json:"path,omitempty"`
+	// The client's address is in one of these ranges (CIDR, e.g.
+	// "10.0.0.0/8", "::1/128").
+	SourceCidrs []string `protobuf:"bytes,9,rep,name=source_cidrs,json=sourceCidrs,proto3" json:"source_cidrs,omitempty"`
+	// Conditions on claims of the authenticated principal (a claim that is a
+	// list holds when any element does).
+	Claims []*MetadataMatch `protobuf:"bytes,10,rep,name=claims,proto3" json:"claims,omitempty"`
+	// A CEL expression over the request for anything else; it must be a
+	// bool. Variables: method, service, metadata (map of first values),
+	// authority, path, http_method, query, source_ip, claims.
+	Cel           string `protobuf:"bytes,11,opt,name=cel,proto3" json:"cel,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -583,7 +1629,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -596,7 +1642,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Match) GetMethod() string {
@@ -627,6 +1673,160 @@ func (x *Match) GetAuthority() string {
 	return ""
 }
 
+func (x *Match) GetHeaders() []*MetadataMatch {
+	if x != nil {
+		return x.Headers
+	}
+	return nil
+}
+
+func (x *Match) GetQuery() []*MetadataMatch {
+	if x != nil {
+		return x.Query
+	}
+	return nil
+}
+
+func (x *Match) GetHttpMethod() string {
+	if x != nil {
+		return x.HttpMethod
+	}
+	return ""
+}
+
+func (x *Match) GetPath() *PathMatch {
+	if x != nil {
+		return x.Path
+	}
+	return nil
+}
+
+func (x *Match) GetSourceCidrs() []string {
+	if x != nil {
+		return x.SourceCidrs
+	}
+	return nil
+}
+
+func (x *Match) GetClaims() []*MetadataMatch {
+	if x != nil {
+		return x.Claims
+	}
+	return nil
+}
+
+func (x *Match) GetCel() string {
+	if x != nil {
+		return x.Cel
+	}
+	return ""
+}
+
+// PathMatch is a condition on a REST call's URL path. Exactly one of exact,
+// prefix or regex is given.
+type PathMatch struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The condition.
+	//
+	// Types that are valid to be assigned to Kind:
+	//
+	//	*PathMatch_Exact
+	//	*PathMatch_Prefix
+	//	*PathMatch_Regex
+	Kind          isPathMatch_Kind `protobuf_oneof:"kind"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PathMatch) Reset() {
+	*x = PathMatch{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PathMatch) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PathMatch) ProtoMessage() {}
+
+func (x *PathMatch) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
+func (*PathMatch) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *PathMatch) GetKind() isPathMatch_Kind {
+	if x != nil {
+		return x.Kind
+	}
+	return nil
+}
+
+func (x *PathMatch) GetExact() string {
+	if x != nil {
+		if x, ok := x.Kind.(*PathMatch_Exact); ok {
+			return x.Exact
+		}
+	}
+	return ""
+}
+
+func (x *PathMatch) GetPrefix() string {
+	if x != nil {
+		if x, ok := x.Kind.(*PathMatch_Prefix); ok {
+			return x.Prefix
+		}
+	}
+	return ""
+}
+
+func (x *PathMatch) GetRegex() string {
+	if x != nil {
+		if x, ok := x.Kind.(*PathMatch_Regex); ok {
+			return x.Regex
+		}
+	}
+	return ""
+}
+
+type isPathMatch_Kind interface {
+	isPathMatch_Kind()
+}
+
+type PathMatch_Exact struct {
+	// The path equals this.
+	Exact string `protobuf:"bytes,1,opt,name=exact,proto3,oneof"`
+}
+
+type PathMatch_Prefix struct {
+	// The path starts with this.
+	Prefix string `protobuf:"bytes,2,opt,name=prefix,proto3,oneof"`
+}
+
+type PathMatch_Regex struct {
+	// The path matches this RE2 regular expression, anchored at both ends.
+	Regex string `protobuf:"bytes,3,opt,name=regex,proto3,oneof"`
+}
+
+func (*PathMatch_Exact) isPathMatch_Kind() {}
+
+func (*PathMatch_Prefix) isPathMatch_Kind() {}
+
+func (*PathMatch_Regex) isPathMatch_Kind() {}
+
 // MetadataMatch is a condition on one metadata key. Exactly one of exact,
 // prefix, suffix, regex, present or absent is given.
 type MetadataMatch struct {
@@ -654,7 +1854,7 @@ type MetadataMatch struct {
 
 func (x *MetadataMatch) Reset() {
 	*x = MetadataMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -666,7 +1866,7 @@ func (x *MetadataMatch) String() string {
 func (*MetadataMatch) ProtoMessage() {}
 
 func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -679,7 +1879,7 @@ func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatch.ProtoReflect.Descriptor instead.
 func (*MetadataMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MetadataMatch) GetName() string {
@@ -808,16 +2008,14 @@ type Logging struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The minimum level of process logs: "debug", "info" (default), "warn" or
 	// "error". Logs are JSON lines on standard error.
-	Level string `protobuf:"bytes,1,opt,name=level,proto3" json:"level,omitempty"`
-	// Turns off the access log (one JSON line per call on standard output).
-	DisableAccessLog bool `protobuf:"varint,2,opt,name=disable_access_log,json=disableAccessLog,proto3" json:"disable_access_log,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	Level         string `protobuf:"bytes,1,opt,name=level,proto3" json:"level,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Logging) Reset() {
 	*x = Logging{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -829,7 +2027,7 @@ func (x *Logging) String() string {
 func (*Logging) ProtoMessage() {}
 
 func (x *Logging) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -842,7 +2040,7 @@ func (x *Logging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logging.ProtoReflect.Descriptor instead.
 func (*Logging) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Logging) GetLevel() string {
@@ -852,18 +2050,498 @@ func (x *Logging) GetLevel() string {
 	return ""
 }
 
-func (x *Logging) GetDisableAccessLog() bool {
+// Telemetry sets tracing, metrics and the access log.
+type Telemetry struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// OpenTelemetry tracing. Off when absent.
+	Tracing *Tracing `protobuf:"bytes,1,opt,name=tracing,proto3" json:"tracing,omitempty"`
+	// The access log: one JSON line per call. On by default, to standard
+	// output.
+	AccessLog *AccessLog `protobuf:"bytes,2,opt,name=access_log,json=accessLog,proto3" json:"access_log,omitempty"`
+	// Prometheus metrics at /metrics on the admin listener. On by default.
+	Metrics       *Metrics `protobuf:"bytes,3,opt,name=metrics,proto3" json:"metrics,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Telemetry) Reset() {
+	*x = Telemetry{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Telemetry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Telemetry) ProtoMessage() {}
+
+func (x *Telemetry) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	if x != nil {
-		return x.DisableAccessLog
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
+func (*Telemetry) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *Telemetry) GetTracing() *Tracing {
+	if x != nil {
+		return x.Tracing
+	}
+	return nil
+}
+
+func (x *Telemetry) GetAccessLog() *AccessLog {
+	if x != nil {
+		return x.AccessLog
+	}
+	return nil
+}
+
+func (x *Telemetry) GetMetrics() *Metrics {
+	if x != nil {
+		return x.Metrics
+	}
+	return nil
+}
+
+// Tracing exports spans with OTLP.
+type Tracing struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where spans go.
+	Otlp *Otlp `protobuf:"bytes,1,opt,name=otlp,proto3" json:"otlp,omitempty"`
+	// The fraction of new traces sampled, 0 to 1; a sampled parent is always
+	// followed. Default 1.
+	SamplingRatio *float64 `protobuf:"fixed64,2,opt,name=sampling_ratio,json=samplingRatio,proto3,oneof" json:"sampling_ratio,omitempty"`
+	// The service.name resource attribute. Default "gatehouse".
+	ServiceName string `protobuf:"bytes,3,opt,name=service_name,json=serviceName,proto3" json:"service_name,omitempty"`
+	// Spans queued for export; when full, new spans are dropped and counted,
+	// never waited for. Default 2048.
+	QueueSize     uint32 `protobuf:"varint,4,opt,name=queue_size,json=queueSize,proto3" json:"queue_size,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Tracing) Reset() {
+	*x = Tracing{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Tracing) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Tracing) ProtoMessage() {}
+
+func (x *Tracing) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
+func (*Tracing) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *Tracing) GetOtlp() *Otlp {
+	if x != nil {
+		return x.Otlp
+	}
+	return nil
+}
+
+func (x *Tracing) GetSamplingRatio() float64 {
+	if x != nil && x.SamplingRatio != nil {
+		return *x.SamplingRatio
+	}
+	return 0
+}
+
+func (x *Tracing) GetServiceName() string {
+	if x != nil {
+		return x.ServiceName
+	}
+	return ""
+}
+
+func (x *Tracing) GetQueueSize() uint32 {
+	if x != nil {
+		return x.QueueSize
+	}
+	return 0
+}
+
+// Otlp is an OTLP collector.
+type Otlp struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port of the collector.
+	Endpoint string `protobuf:"bytes,1,opt,name=endpoint,proto3" json:"endpoint,omitempty"`
+	// "GRPC" (default) or "HTTP".
+	Protocol string `protobuf:"bytes,2,opt,name=protocol,proto3" json:"protocol,omitempty"`
+	// Sends without TLS. Default true for loopback endpoints.
+	Insecure      *bool `protobuf:"varint,3,opt,name=insecure,proto3,oneof" json:"insecure,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Otlp) Reset() {
+	*x = Otlp{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Otlp) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Otlp) ProtoMessage() {}
+
+func (x *Otlp) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Otlp.ProtoReflect.Descriptor instead.
+func (*Otlp) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *Otlp) GetEndpoint() string {
+	if x != nil {
+		return x.Endpoint
+	}
+	return ""
+}
+
+func (x *Otlp) GetProtocol() string {
+	if x != nil {
+		return x.Protocol
+	}
+	return ""
+}
+
+func (x *Otlp) GetInsecure() bool {
+	if x != nil && x.Insecure != nil {
+		return *x.Insecure
 	}
 	return false
+}
+
+// AccessLog sets the access log.
+type AccessLog struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Turns the access log off.
+	Disabled bool `protobuf:"varint,1,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	// Where lines go: "-" (default) for standard output, or a file path; a
+	// file is rotated at max_size_mb.
+	File string `protobuf:"bytes,2,opt,name=file,proto3" json:"file,omitempty"`
+	// The fraction of successful calls logged, 0 to 1; failed calls are
+	// always logged. Default 1.
+	SampleSuccesses *float64 `protobuf:"fixed64,3,opt,name=sample_successes,json=sampleSuccesses,proto3,oneof" json:"sample_successes,omitempty"`
+	// A log file is rotated when it reaches this size. Default 100.
+	MaxSizeMb uint32 `protobuf:"varint,4,opt,name=max_size_mb,json=maxSizeMb,proto3" json:"max_size_mb,omitempty"`
+	// Rotated files kept. Default 5.
+	MaxBackups    uint32 `protobuf:"varint,5,opt,name=max_backups,json=maxBackups,proto3" json:"max_backups,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AccessLog) Reset() {
+	*x = AccessLog{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AccessLog) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AccessLog) ProtoMessage() {}
+
+func (x *AccessLog) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
+func (*AccessLog) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *AccessLog) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+func (x *AccessLog) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *AccessLog) GetSampleSuccesses() float64 {
+	if x != nil && x.SampleSuccesses != nil {
+		return *x.SampleSuccesses
+	}
+	return 0
+}
+
+func (x *AccessLog) GetMaxSizeMb() uint32 {
+	if x != nil {
+		return x.MaxSizeMb
+	}
+	return 0
+}
+
+func (x *AccessLog) GetMaxBackups() uint32 {
+	if x != nil {
+		return x.MaxBackups
+	}
+	return 0
+}
+
+// Metrics sets the Prometheus metrics.
+type Metrics struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Turns /metrics off.
+	Disabled      bool `protobuf:"varint,1,opt,name=disabled,proto3" json:"disabled,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Metrics) Reset() {
+	*x = Metrics{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Metrics) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Metrics) ProtoMessage() {}
+
+func (x *Metrics) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
+func (*Metrics) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *Metrics) GetDisabled() bool {
+	if x != nil {
+		return x.Disabled
+	}
+	return false
+}
+
+// Audit sets the audit trail: an append-only JSON Lines file in which each
+// record carries the SHA-256 of the previous one, so that
+// `gatehouse audit verify FILE` finds any altered, removed or reordered
+// record.
+type Audit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The audit file.
+	File string `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	// When records reach the disk: "PER_RECORD" (fsync after each; default)
+	// or "INTERVAL" (every fsync_interval).
+	Fsync string `protobuf:"bytes,2,opt,name=fsync,proto3" json:"fsync,omitempty"`
+	// The fsync period for "INTERVAL". Default 1s.
+	FsyncInterval *durationpb.Duration `protobuf:"bytes,3,opt,name=fsync_interval,json=fsyncInterval,proto3" json:"fsync_interval,omitempty"`
+	// What happens when the sink is slow or failing: "FAIL_CLOSED" (default:
+	// the call is refused with UNAVAILABLE) or "KEEP_SERVING" (the call
+	// proceeds and the lost record is counted).
+	OnSinkFailure string `protobuf:"bytes,4,opt,name=on_sink_failure,json=onSinkFailure,proto3" json:"on_sink_failure,omitempty"`
+	// Request fields recorded per route.
+	Capture []*AuditCapture `protobuf:"bytes,5,rep,name=capture,proto3" json:"capture,omitempty"`
+	// Field paths masked wherever they appear, beside fields whose proto
+	// carries debug_redact.
+	Redact        []string `protobuf:"bytes,6,rep,name=redact,proto3" json:"redact,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Audit) Reset() {
+	*x = Audit{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Audit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Audit) ProtoMessage() {}
+
+func (x *Audit) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Audit.ProtoReflect.Descriptor instead.
+func (*Audit) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *Audit) GetFile() string {
+	if x != nil {
+		return x.File
+	}
+	return ""
+}
+
+func (x *Audit) GetFsync() string {
+	if x != nil {
+		return x.Fsync
+	}
+	return ""
+}
+
+func (x *Audit) GetFsyncInterval() *durationpb.Duration {
+	if x != nil {
+		return x.FsyncInterval
+	}
+	return nil
+}
+
+func (x *Audit) GetOnSinkFailure() string {
+	if x != nil {
+		return x.OnSinkFailure
+	}
+	return ""
+}
+
+func (x *Audit) GetCapture() []*AuditCapture {
+	if x != nil {
+		return x.Capture
+	}
+	return nil
+}
+
+func (x *Audit) GetRedact() []string {
+	if x != nil {
+		return x.Redact
+	}
+	return nil
+}
+
+// AuditCapture names request fields to record for one route.
+type AuditCapture struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The route's name.
+	Route string `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	// Field paths in the request message, e.g. "customer.email".
+	Fields        []string `protobuf:"bytes,2,rep,name=fields,proto3" json:"fields,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AuditCapture) Reset() {
+	*x = AuditCapture{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuditCapture) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuditCapture) ProtoMessage() {}
+
+func (x *AuditCapture) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuditCapture.ProtoReflect.Descriptor instead.
+func (*AuditCapture) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
+}
+
+func (x *AuditCapture) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *AuditCapture) GetFields() []string {
+	if x != nil {
+		return x.Fields
+	}
+	return nil
 }
 
 var File_gatehouse_config_v1_config_proto protoreflect.FileDescriptor
 
 const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\n" +
-	" gatehouse/config/v1/config.proto\x12\x13gatehouse.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\xf8\x02\n" +
+	" gatehouse/config/v1/config.proto\x12\x13gatehouse.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe8\x03\n" +
 	"\x06Config\x12E\n" +
 	"\tlisteners\x18\x01 \x03(\v2\x1d.gatehouse.config.v1.ListenerB\b\xbaH\x05\x92\x01\x02\b\x01R\tlisteners\x120\n" +
 	"\x05admin\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.AdminR\x05admin\x128\n" +
@@ -871,14 +2549,17 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x06routes\x18\x04 \x03(\v2\x1a.gatehouse.config.v1.RouteR\x06routes\x126\n" +
 	"\alogging\x18\x05 \x01(\v2\x1c.gatehouse.config.v1.LoggingR\alogging\x12O\n" +
 	"\x0eshutdown_grace\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
-	"\xaa\x01\a\"\x03\b\x90\x1c2\x00R\rshutdownGrace\"\xd6\x01\n" +
+	"\xaa\x01\a\"\x03\b\x90\x1c2\x00R\rshutdownGrace\x12<\n" +
+	"\ttelemetry\x18\a \x01(\v2\x1e.gatehouse.config.v1.TelemetryR\ttelemetry\x120\n" +
+	"\x05audit\x18\b \x01(\v2\x1a.gatehouse.config.v1.AuditR\x05audit\"\xd6\x01\n" +
 	"\bListener\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12!\n" +
 	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\x121\n" +
 	"\bprotocol\x18\x03 \x01(\tB\x15\xbaH\x12r\x10R\x00R\x06sharedR\x04grpcR\bprotocol\x123\n" +
-	"\x06limits\x18\x04 \x01(\v2\x1b.gatehouse.config.v1.LimitsR\x06limits\"*\n" +
+	"\x06limits\x18\x04 \x01(\v2\x1b.gatehouse.config.v1.LimitsR\x06limits\"@\n" +
 	"\x05Admin\x12!\n" +
-	"\aaddress\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\"\xf9\x03\n" +
+	"\aaddress\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\x12\x14\n" +
+	"\x05pprof\x18\x02 \x01(\bR\x05pprof\"\xd4\x04\n" +
 	"\x06Limits\x12E\n" +
 	"\x16max_concurrent_streams\x18\x01 \x01(\rB\n" +
 	"\xbaH\a*\x05\x18\x90N(\x01H\x00R\x14maxConcurrentStreams\x88\x01\x01\x12?\n" +
@@ -887,29 +2568,131 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x13read_header_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
 	"\xaa\x01\a\"\x03\b\xac\x02*\x00R\x11readHeaderTimeout\x12L\n" +
 	"\fidle_timeout\x18\x05 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x05*\x00R\vidleTimeout\x12<\n" +
-	"\tkeepalive\x18\x06 \x01(\v2\x1e.gatehouse.config.v1.KeepaliveR\tkeepaliveB\x19\n" +
+	"\tkeepalive\x18\x06 \x01(\v2\x1e.gatehouse.config.v1.KeepaliveR\tkeepalive\x12@\n" +
+	"\x14max_concurrent_calls\x18\a \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=H\x03R\x12maxConcurrentCalls\x88\x01\x01B\x19\n" +
 	"\x17_max_concurrent_streamsB\x14\n" +
 	"\x12_max_message_bytesB\x13\n" +
-	"\x11_max_header_bytes\"\xb5\x02\n" +
+	"\x11_max_header_bytesB\x17\n" +
+	"\x15_max_concurrent_calls\"\xb5\x02\n" +
 	"\tKeepalive\x12U\n" +
 	"\x11min_ping_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x052\x00R\x0fminPingInterval\x120\n" +
 	"\x14permit_without_calls\x18\x02 \x01(\bR\x12permitWithoutCalls\x12P\n" +
 	"\rping_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
 	"\"\x04\b\x80\xa3\x052\x02\b\x01R\fpingInterval\x12M\n" +
-	"\fping_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\vpingTimeout\"z\n" +
+	"\fping_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\vpingTimeout\"\xff\x05\n" +
 	"\aBackend\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12.\n" +
 	"\tendpoints\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n" +
-	"\b\x01\x18\x01\"\x04r\x02\x10\x01R\tendpoints\"\x9d\x01\n" +
+	"\b\x01\x18\x01\"\x04r\x02\x10\x01R\tendpoints\x122\n" +
+	"\tdiscovery\x18\x03 \x01(\tB\x14\xbaH\x11r\x0fR\x00R\x06STATICR\x03DNSR\tdiscovery\x12]\n" +
+	"\x14dns_refresh_interval\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
+	"\"\x04\b\x80\xa3\x052\x02\b\x01R\x12dnsRefreshInterval\x12V\n" +
+	"\x0eload_balancing\x18\x05 \x01(\tB/\xbaH,r*R\x00R\vROUND_ROBINR\rLEAST_REQUESTR\n" +
+	"PICK_FIRSTR\rloadBalancing\x12m\n" +
+	"\x10endpoint_weights\x18\x06 \x03(\v21.gatehouse.config.v1.Backend.EndpointWeightsEntryB\x0f\xbaH\f\x9a\x01\t*\a*\x05\x18\xe8\a(\x01R\x0fendpointWeights\x12C\n" +
+	"\fhealth_check\x18\a \x01(\v2 .gatehouse.config.v1.HealthCheckR\vhealthCheck\x12L\n" +
+	"\x0fcircuit_breaker\x18\b \x01(\v2#.gatehouse.config.v1.CircuitBreakerR\x0ecircuitBreaker\x12R\n" +
+	"\x11outlier_detection\x18\t \x01(\v2%.gatehouse.config.v1.OutlierDetectionR\x10outlierDetection\x1aB\n" +
+	"\x14EndpointWeightsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xaa\x02\n" +
+	"\vHealthCheck\x12I\n" +
+	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\x12\xbaH\x0f\xaa\x01\f\"\x03\b\x90\x1c2\x05\x10\x80\xc2\xd7/R\binterval\x12F\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x02\b<2\x05\x10\x80\xad\xe2\x04R\atimeout\x128\n" +
+	"\x13unhealthy_threshold\x18\x03 \x01(\rB\a\xbaH\x04*\x02\x18dR\x12unhealthyThreshold\x124\n" +
+	"\x11healthy_threshold\x18\x04 \x01(\rB\a\xbaH\x04*\x02\x18dR\x10healthyThreshold\x12\x18\n" +
+	"\aservice\x18\x05 \x01(\tR\aservice\"\xd5\x03\n" +
+	"\x0eCircuitBreaker\x125\n" +
+	"\x0emax_concurrent\x18\x01 \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=H\x00R\rmaxConcurrent\x88\x01\x01\x12/\n" +
+	"\vmax_pending\x18\x02 \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=H\x01R\n" +
+	"maxPending\x88\x01\x01\x12A\n" +
+	"\x14consecutive_failures\x18\x03 \x01(\rB\t\xbaH\x06*\x04\x18\xa0\x8d\x06H\x02R\x13consecutiveFailures\x88\x01\x01\x12<\n" +
+	"\rfailure_ratio\x18\x04 \x01(\x01B\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00R\ffailureRatio\x12!\n" +
+	"\fmin_requests\x18\x05 \x01(\rR\vminRequests\x12G\n" +
+	"\bopen_for\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\aopenFor\x122\n" +
+	"\x10half_open_probes\x18\a \x01(\rB\b\xbaH\x05*\x03\x18\xe8\aR\x0ehalfOpenProbesB\x11\n" +
+	"\x0f_max_concurrentB\x0e\n" +
+	"\f_max_pendingB\x17\n" +
+	"\x15_consecutive_failures\"\xc6\x02\n" +
+	"\x10OutlierDetection\x12<\n" +
+	"\x14consecutive_failures\x18\x01 \x01(\rB\t\xbaH\x06*\x04\x18\xa0\x8d\x06R\x13consecutiveFailures\x12Q\n" +
+	"\rejection_time\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\fejectionTime\x12>\n" +
+	"\x14max_ejection_percent\x18\x03 \x01(\rB\a\xbaH\x04*\x02\x18dH\x00R\x12maxEjectionPercent\x88\x01\x01\x12H\n" +
+	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\bintervalB\x17\n" +
+	"\x15_max_ejection_percent\"\xa2\x05\n" +
 	"\x05Route\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x120\n" +
-	"\x05match\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.MatchR\x05match\x12!\n" +
-	"\abackend\x18\x03 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\abackend\"\xa5\x02\n" +
+	"\x05match\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.MatchR\x05match\x12\x18\n" +
+	"\abackend\x18\x03 \x01(\tR\abackend\x12:\n" +
+	"\x05split\x18\x04 \x03(\v2$.gatehouse.config.v1.WeightedBackendR\x05split\x12\x1d\n" +
+	"\n" +
+	"sticky_key\x18\x05 \x01(\tR\tstickyKey\x123\n" +
+	"\x06mirror\x18\x06 \x01(\v2\x1b.gatehouse.config.v1.MirrorR\x06mirror\x12O\n" +
+	"\x10request_metadata\x18\a \x01(\v2$.gatehouse.config.v1.MetadataActionsR\x0frequestMetadata\x126\n" +
+	"\arewrite\x18\b \x01(\v2\x1c.gatehouse.config.v1.RewriteR\arewrite\x12L\n" +
+	"\x0fdirect_response\x18\t \x01(\v2#.gatehouse.config.v1.DirectResponseR\x0edirectResponse\x126\n" +
+	"\atimeout\x18\n" +
+	" \x01(\v2\x1c.gatehouse.config.v1.TimeoutR\atimeout\x120\n" +
+	"\x05retry\x18\v \x01(\v2\x1a.gatehouse.config.v1.RetryR\x05retry\x12;\n" +
+	"\x14max_concurrent_calls\x18\f \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=R\x12maxConcurrentCalls\"V\n" +
+	"\x0fWeightedBackend\x12!\n" +
+	"\abackend\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\abackend\x12 \n" +
+	"\x06weight\x18\x02 \x01(\rB\b\xbaH\x05*\x03\x18\x90NR\x06weight\"^\n" +
+	"\x06Mirror\x12!\n" +
+	"\abackend\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\abackend\x121\n" +
+	"\apercent\x18\x02 \x01(\x01B\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00Y@)\x00\x00\x00\x00\x00\x00\x00\x00R\apercent\"\xb1\x01\n" +
+	"\x0fMetadataActions\x122\n" +
+	"\x06remove\x18\x01 \x03(\tB\x1a\xbaH\x17\x92\x01\x14\"\x12r\x102\x0e^[a-z0-9_.-]+$R\x06remove\x124\n" +
+	"\x03set\x18\x02 \x03(\v2\".gatehouse.config.v1.MetadataValueR\x03set\x124\n" +
+	"\x03add\x18\x03 \x03(\v2\".gatehouse.config.v1.MetadataValueR\x03add\"P\n" +
+	"\rMetadataValue\x12)\n" +
+	"\x04name\x18\x01 \x01(\tB\x15\xbaH\x12r\x102\x0e^[a-z0-9_.-]+$R\x04name\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\";\n" +
+	"\aRewrite\x12\x18\n" +
+	"\aservice\x18\x01 \x01(\tR\aservice\x12\x16\n" +
+	"\x06method\x18\x02 \x01(\tR\x06method\"\xb6\x02\n" +
+	"\x0eDirectResponse\x12\x89\x02\n" +
+	"\x04code\x18\x01 \x01(\tB\xf4\x01\xbaH\xf0\x01r\xed\x01R\x02OKR\tCANCELLEDR\aUNKNOWNR\x10INVALID_ARGUMENTR\x11DEADLINE_EXCEEDEDR\tNOT_FOUNDR\x0eALREADY_EXISTSR\x11PERMISSION_DENIEDR\x12RESOURCE_EXHAUSTEDR\x13FAILED_PRECONDITIONR\aABORTEDR\fOUT_OF_RANGER\rUNIMPLEMENTEDR\bINTERNALR\vUNAVAILABLER\tDATA_LOSSR\x0fUNAUTHENTICATEDR\x04code\x12\x18\n" +
+	"\amessage\x18\x02 \x01(\tR\amessage\"\xca\x01\n" +
+	"\aTimeout\x12C\n" +
+	"\adefault\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x052\x00R\adefault\x12;\n" +
+	"\x03max\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x052\x00R\x03max\x12=\n" +
+	"\x04idle\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x052\x00R\x04idle\"\xb8\x03\n" +
+	"\x05Retry\x12%\n" +
+	"\battempts\x18\x01 \x01(\rB\t\xbaH\x06*\x04\x18\x05(\x01R\battempts\x12u\n" +
+	"\x02on\x18\x02 \x03(\tBe\xbaHb\x92\x01_\"]r[R\tCANCELLEDR\aUNKNOWNR\x11DEADLINE_EXCEEDEDR\x12RESOURCE_EXHAUSTEDR\aABORTEDR\bINTERNALR\vUNAVAILABLER\x02on\x126\n" +
+	"\abackoff\x18\x03 \x01(\v2\x1c.gatehouse.config.v1.BackoffR\abackoff\x123\n" +
+	"\x0ebudget_percent\x18\x04 \x01(\rB\a\xbaH\x04*\x02\x18dH\x00R\rbudgetPercent\x88\x01\x01\x12L\n" +
+	"\vhedge_delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
+	"\"\x02\b<2\x04\x10\xc0\x84=R\n" +
+	"hedgeDelay\x122\n" +
+	"\fbuffer_bytes\x18\x06 \x01(\rB\n" +
+	"\xbaH\a*\x05\x18\x80\x80\x80\bH\x01R\vbufferBytes\x88\x01\x01B\x11\n" +
+	"\x0f_budget_percentB\x0f\n" +
+	"\r_buffer_bytes\"\x8a\x01\n" +
+	"\aBackoff\x12?\n" +
+	"\x04base\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
+	"\"\x02\b<2\x04\x10\xc0\x84=R\x04base\x12>\n" +
+	"\x03max\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\xd8\x042\x04\x10\xc0\x84=R\x03max\"\xf7\x04\n" +
 	"\x05Match\x12[\n" +
 	"\x06method\x18\x01 \x01(\tBC\xbaH@r>2<^(/[A-Za-z_][A-Za-z0-9_.]*/([A-Za-z_][A-Za-z0-9_]*\\*?|\\*))?$R\x06method\x12a\n" +
 	"\aservice\x18\x02 \x01(\tBG\xbaHDrB2@^([A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*(\\.\\*)?|\\*)?$R\aservice\x12>\n" +
 	"\bmetadata\x18\x03 \x03(\v2\".gatehouse.config.v1.MetadataMatchR\bmetadata\x12\x1c\n" +
-	"\tauthority\x18\x04 \x01(\tR\tauthority\"\xfc\x02\n" +
+	"\tauthority\x18\x04 \x01(\tR\tauthority\x12<\n" +
+	"\aheaders\x18\x05 \x03(\v2\".gatehouse.config.v1.MetadataMatchR\aheaders\x128\n" +
+	"\x05query\x18\x06 \x03(\v2\".gatehouse.config.v1.MetadataMatchR\x05query\x123\n" +
+	"\vhttp_method\x18\a \x01(\tB\x12\xbaH\x0fr\r2\v^([A-Z]+)?$R\n" +
+	"httpMethod\x122\n" +
+	"\x04path\x18\b \x01(\v2\x1e.gatehouse.config.v1.PathMatchR\x04path\x12!\n" +
+	"\fsource_cidrs\x18\t \x03(\tR\vsourceCidrs\x12:\n" +
+	"\x06claims\x18\n" +
+	" \x03(\v2\".gatehouse.config.v1.MetadataMatchR\x06claims\x12\x10\n" +
+	"\x03cel\x18\v \x01(\tR\x03cel\"d\n" +
+	"\tPathMatch\x12\x16\n" +
+	"\x05exact\x18\x01 \x01(\tH\x00R\x05exact\x12\x18\n" +
+	"\x06prefix\x18\x02 \x01(\tH\x00R\x06prefix\x12\x16\n" +
+	"\x05regex\x18\x03 \x01(\tH\x00R\x05regexB\r\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\xfc\x02\n" +
 	"\rMetadataMatch\x12\x97\x01\n" +
 	"\x04name\x18\x01 \x01(\tB\x82\x01\xbaH\x7f\xba\x01h\n" +
 	"\x1ametadata_name_not_reserved\x12/keys starting with \"grpc-\" are reserved by gRPC\x1a\x19!this.startsWith('grpc-')r\x12\x10\x012\x0e^[a-z0-9_.-]+$R\x04name\x12\x16\n" +
@@ -920,10 +2703,47 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\apresent\x18\x06 \x01(\bB\a\xbaH\x04j\x02\b\x01H\x00R\apresent\x12!\n" +
 	"\x06absent\x18\a \x01(\bB\a\xbaH\x04j\x02\b\x01H\x00R\x06absent\x12\x16\n" +
 	"\x06invert\x18\b \x01(\bR\x06invertB\r\n" +
-	"\x04kind\x12\x05\xbaH\x02\b\x01\"p\n" +
+	"\x04kind\x12\x05\xbaH\x02\b\x01\"\\\n" +
 	"\aLogging\x127\n" +
-	"\x05level\x18\x01 \x01(\tB!\xbaH\x1er\x1cR\x00R\x05debugR\x04infoR\x04warnR\x05errorR\x05level\x12,\n" +
-	"\x12disable_access_log\x18\x02 \x01(\bR\x10disableAccessLogB\xd9\x01\n" +
+	"\x05level\x18\x01 \x01(\tB!\xbaH\x1er\x1cR\x00R\x05debugR\x04infoR\x04warnR\x05errorR\x05levelJ\x04\b\x02\x10\x03R\x12disable_access_log\"\xba\x01\n" +
+	"\tTelemetry\x126\n" +
+	"\atracing\x18\x01 \x01(\v2\x1c.gatehouse.config.v1.TracingR\atracing\x12=\n" +
+	"\n" +
+	"access_log\x18\x02 \x01(\v2\x1e.gatehouse.config.v1.AccessLogR\taccessLog\x126\n" +
+	"\ametrics\x18\x03 \x01(\v2\x1c.gatehouse.config.v1.MetricsR\ametrics\"\xe5\x01\n" +
+	"\aTracing\x125\n" +
+	"\x04otlp\x18\x01 \x01(\v2\x19.gatehouse.config.v1.OtlpB\x06\xbaH\x03\xc8\x01\x01R\x04otlp\x12C\n" +
+	"\x0esampling_ratio\x18\x02 \x01(\x01B\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00H\x00R\rsamplingRatio\x88\x01\x01\x12!\n" +
+	"\fservice_name\x18\x03 \x01(\tR\vserviceName\x12(\n" +
+	"\n" +
+	"queue_size\x18\x04 \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=R\tqueueSizeB\x11\n" +
+	"\x0f_sampling_ratio\"\x8a\x01\n" +
+	"\x04Otlp\x12#\n" +
+	"\bendpoint\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\bendpoint\x12/\n" +
+	"\bprotocol\x18\x02 \x01(\tB\x13\xbaH\x10r\x0eR\x00R\x04GRPCR\x04HTTPR\bprotocol\x12\x1f\n" +
+	"\binsecure\x18\x03 \x01(\bH\x00R\binsecure\x88\x01\x01B\v\n" +
+	"\t_insecure\"\xda\x01\n" +
+	"\tAccessLog\x12\x1a\n" +
+	"\bdisabled\x18\x01 \x01(\bR\bdisabled\x12\x12\n" +
+	"\x04file\x18\x02 \x01(\tR\x04file\x12G\n" +
+	"\x10sample_successes\x18\x03 \x01(\x01B\x17\xbaH\x14\x12\x12\x19\x00\x00\x00\x00\x00\x00\xf0?)\x00\x00\x00\x00\x00\x00\x00\x00H\x00R\x0fsampleSuccesses\x88\x01\x01\x12\x1e\n" +
+	"\vmax_size_mb\x18\x04 \x01(\rR\tmaxSizeMb\x12\x1f\n" +
+	"\vmax_backups\x18\x05 \x01(\rR\n" +
+	"maxBackupsB\x13\n" +
+	"\x11_sample_successes\"%\n" +
+	"\aMetrics\x12\x1a\n" +
+	"\bdisabled\x18\x01 \x01(\bR\bdisabled\"\xcf\x02\n" +
+	"\x05Audit\x12\x1b\n" +
+	"\x04file\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x04file\x123\n" +
+	"\x05fsync\x18\x02 \x01(\tB\x1d\xbaH\x1ar\x18R\x00R\n" +
+	"PER_RECORDR\bINTERVALR\x05fsync\x12S\n" +
+	"\x0efsync_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\rfsyncInterval\x12J\n" +
+	"\x0fon_sink_failure\x18\x04 \x01(\tB\"\xbaH\x1fr\x1dR\x00R\vFAIL_CLOSEDR\fKEEP_SERVINGR\ronSinkFailure\x12;\n" +
+	"\acapture\x18\x05 \x03(\v2!.gatehouse.config.v1.AuditCaptureR\acapture\x12\x16\n" +
+	"\x06redact\x18\x06 \x03(\tR\x06redact\"E\n" +
+	"\fAuditCapture\x12\x1d\n" +
+	"\x05route\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x05route\x12\x16\n" +
+	"\x06fields\x18\x02 \x03(\tR\x06fieldsB\xd9\x01\n" +
 	"\x17com.gatehouse.config.v1B\vConfigProtoP\x01ZCgithub.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1;configv1\xa2\x02\x03GCX\xaa\x02\x13Gatehouse.Config.V1\xca\x02\x13Gatehouse\\Config\\V1\xe2\x02\x1fGatehouse\\Config\\V1\\GPBMetadata\xea\x02\x15Gatehouse::Config::V1b\x06proto3"
 
 var (
@@ -938,7 +2758,7 @@ func file_gatehouse_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_gatehouse_config_v1_config_proto_rawDescData
 }
 
-var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Config)(nil),              // 0: gatehouse.config.v1.Config
 	(*Listener)(nil),            // 1: gatehouse.config.v1.Listener
@@ -946,33 +2766,92 @@ var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Limits)(nil),              // 3: gatehouse.config.v1.Limits
 	(*Keepalive)(nil),           // 4: gatehouse.config.v1.Keepalive
 	(*Backend)(nil),             // 5: gatehouse.config.v1.Backend
-	(*Route)(nil),               // 6: gatehouse.config.v1.Route
-	(*Match)(nil),               // 7: gatehouse.config.v1.Match
-	(*MetadataMatch)(nil),       // 8: gatehouse.config.v1.MetadataMatch
-	(*Logging)(nil),             // 9: gatehouse.config.v1.Logging
-	(*durationpb.Duration)(nil), // 10: google.protobuf.Duration
+	(*HealthCheck)(nil),         // 6: gatehouse.config.v1.HealthCheck
+	(*CircuitBreaker)(nil),      // 7: gatehouse.config.v1.CircuitBreaker
+	(*OutlierDetection)(nil),    // 8: gatehouse.config.v1.OutlierDetection
+	(*Route)(nil),               // 9: gatehouse.config.v1.Route
+	(*WeightedBackend)(nil),     // 10: gatehouse.config.v1.WeightedBackend
+	(*Mirror)(nil),              // 11: gatehouse.config.v1.Mirror
+	(*MetadataActions)(nil),     // 12: gatehouse.config.v1.MetadataActions
+	(*MetadataValue)(nil),       // 13: gatehouse.config.v1.MetadataValue
+	(*Rewrite)(nil),             // 14: gatehouse.config.v1.Rewrite
+	(*DirectResponse)(nil),      // 15: gatehouse.config.v1.DirectResponse
+	(*Timeout)(nil),             // 16: gatehouse.config.v1.Timeout
+	(*Retry)(nil),               // 17: gatehouse.config.v1.Retry
+	(*Backoff)(nil),             // 18: gatehouse.config.v1.Backoff
+	(*Match)(nil),               // 19: gatehouse.config.v1.Match
+	(*PathMatch)(nil),           // 20: gatehouse.config.v1.PathMatch
+	(*MetadataMatch)(nil),       // 21: gatehouse.config.v1.MetadataMatch
+	(*Logging)(nil),             // 22: gatehouse.config.v1.Logging
+	(*Telemetry)(nil),           // 23: gatehouse.config.v1.Telemetry
+	(*Tracing)(nil),             // 24: gatehouse.config.v1.Tracing
+	(*Otlp)(nil),                // 25: gatehouse.config.v1.Otlp
+	(*AccessLog)(nil),           // 26: gatehouse.config.v1.AccessLog
+	(*Metrics)(nil),             // 27: gatehouse.config.v1.Metrics
+	(*Audit)(nil),               // 28: gatehouse.config.v1.Audit
+	(*AuditCapture)(nil),        // 29: gatehouse.config.v1.AuditCapture
+	nil,                         // 30: gatehouse.config.v1.Backend.EndpointWeightsEntry
+	(*durationpb.Duration)(nil), // 31: google.protobuf.Duration
 }
 var file_gatehouse_config_v1_config_proto_depIdxs = []int32{
 	1,  // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
 	2,  // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
 	5,  // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
-	6,  // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
-	9,  // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
-	10, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
-	3,  // 6: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
-	10, // 7: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
-	10, // 8: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	4,  // 9: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
-	10, // 10: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
-	10, // 11: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
-	10, // 12: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
-	7,  // 13: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
-	8,  // 14: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
-	15, // [15:15] is the sub-list for method output_type
-	15, // [15:15] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	9,  // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
+	22, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
+	31, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
+	23, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
+	28, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
+	3,  // 8: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
+	31, // 9: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
+	31, // 10: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	4,  // 11: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
+	31, // 12: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
+	31, // 13: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
+	31, // 14: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
+	31, // 15: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
+	30, // 16: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
+	6,  // 17: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
+	7,  // 18: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
+	8,  // 19: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
+	31, // 20: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	31, // 21: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	31, // 22: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
+	31, // 23: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
+	31, // 24: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	19, // 25: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
+	10, // 26: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
+	11, // 27: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
+	12, // 28: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
+	14, // 29: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
+	15, // 30: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
+	16, // 31: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
+	17, // 32: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
+	13, // 33: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
+	13, // 34: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
+	31, // 35: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
+	31, // 36: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
+	31, // 37: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
+	18, // 38: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
+	31, // 39: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
+	31, // 40: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
+	31, // 41: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
+	21, // 42: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
+	21, // 43: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
+	21, // 44: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
+	20, // 45: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
+	21, // 46: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
+	24, // 47: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
+	26, // 48: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
+	27, // 49: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
+	25, // 50: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
+	31, // 51: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
+	29, // 52: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
+	53, // [53:53] is the sub-list for method output_type
+	53, // [53:53] is the sub-list for method input_type
+	53, // [53:53] is the sub-list for extension type_name
+	53, // [53:53] is the sub-list for extension extendee
+	0,  // [0:53] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_config_v1_config_proto_init() }
@@ -981,7 +2860,15 @@ func file_gatehouse_config_v1_config_proto_init() {
 		return
 	}
 	file_gatehouse_config_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[8].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[7].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[8].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[20].OneofWrappers = []any{
+		(*PathMatch_Exact)(nil),
+		(*PathMatch_Prefix)(nil),
+		(*PathMatch_Regex)(nil),
+	}
+	file_gatehouse_config_v1_config_proto_msgTypes[21].OneofWrappers = []any{
 		(*MetadataMatch_Exact)(nil),
 		(*MetadataMatch_Prefix)(nil),
 		(*MetadataMatch_Suffix)(nil),
@@ -989,13 +2876,16 @@ func file_gatehouse_config_v1_config_proto_init() {
 		(*MetadataMatch_Present)(nil),
 		(*MetadataMatch_Absent)(nil),
 	}
+	file_gatehouse_config_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[25].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[26].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_config_v1_config_proto_rawDesc), len(file_gatehouse_config_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   10,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
