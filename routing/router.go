@@ -60,7 +60,7 @@ func (r *Router) Resolve(_ context.Context, fullMethod string, md metadata.MD) (
 	if !ok {
 		return Target{}, status.Errorf(codes.Unavailable, "gatehouse: route %q: backend %q is not available", rt.Name, rt.Backend)
 	}
-	return Target{Route: rt.Name, Backend: rt.Backend, Conn: conn}, nil
+	return Target{Route: rt.Name, Backend: rt.Backend, Conn: conn, Config: rt.Config}, nil
 }
 
 // NoRouteError is the error for a call that no route takes: UNIMPLEMENTED,

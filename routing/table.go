@@ -20,6 +20,8 @@ type Route struct {
 	Index int
 	// Backend is the name of the backend the route sends calls to.
 	Backend string
+	// Config is the route as configured.
+	Config *configv1.Route
 
 	method     string // exact full method, or a prefix when methodGlob
 	methodGlob bool
@@ -229,7 +231,7 @@ func (m *mdMatcher) test(vals []string) bool {
 }
 
 func compileRoute(i int, rc *configv1.Route) (*Route, error) {
-	r := &Route{Name: rc.GetName(), Index: i, Backend: rc.GetBackend()}
+	r := &Route{Name: rc.GetName(), Index: i, Backend: rc.GetBackend(), Config: rc}
 	m := rc.GetMatch()
 	var desc []string
 	if meth := m.GetMethod(); meth != "" {

@@ -3,6 +3,7 @@ package routing
 import (
 	"context"
 
+	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
 )
@@ -16,6 +17,12 @@ type Target struct {
 	// Conn is the pooled connection to that backend. The director opens one
 	// stream on it per call and never closes it.
 	Conn grpc.ClientConnInterface
+	// Method is the method to call on the backend when the route rewrites
+	// it; empty means the call's own method.
+	Method string
+	// Config is the matched route's configuration, for per-route policies
+	// (timeouts, retries, limits). Nil for targets not made from config.
+	Config *configv1.Route
 }
 
 // Resolver picks the Target for a call from its full method name
