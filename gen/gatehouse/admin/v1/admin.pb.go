@@ -26,6 +26,568 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// GetConfigRequest asks for the configuration in force.
+type GetConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigRequest) Reset() {
+	*x = GetConfigRequest{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[0]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigRequest) ProtoMessage() {}
+
+func (x *GetConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[0]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigRequest.ProtoReflect.Descriptor instead.
+func (*GetConfigRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+}
+
+// GetConfigResponse holds the configuration in force.
+type GetConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The configuration as JSON (protojson, snake_case keys), secrets
+	// redacted.
+	ConfigJson string `protobuf:"bytes,1,opt,name=config_json,json=configJson,proto3" json:"config_json,omitempty"`
+	// Where it was loaded from; empty for a built-in config.
+	Source string `protobuf:"bytes,2,opt,name=source,proto3" json:"source,omitempty"`
+	// When it was put in force, RFC 3339.
+	LoadedAt string `protobuf:"bytes,3,opt,name=loaded_at,json=loadedAt,proto3" json:"loaded_at,omitempty"`
+	// Config reloads attempted since start, and how many failed.
+	Reloads int64 `protobuf:"varint,4,opt,name=reloads,proto3" json:"reloads,omitempty"`
+	// Reloads that failed since start.
+	ReloadFailures int64 `protobuf:"varint,5,opt,name=reload_failures,json=reloadFailures,proto3" json:"reload_failures,omitempty"`
+	// The errors of the last failed reload, if the last reload failed.
+	LastErrors    []string `protobuf:"bytes,6,rep,name=last_errors,json=lastErrors,proto3" json:"last_errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetConfigResponse) Reset() {
+	*x = GetConfigResponse{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetConfigResponse) ProtoMessage() {}
+
+func (x *GetConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetConfigResponse.ProtoReflect.Descriptor instead.
+func (*GetConfigResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *GetConfigResponse) GetConfigJson() string {
+	if x != nil {
+		return x.ConfigJson
+	}
+	return ""
+}
+
+func (x *GetConfigResponse) GetSource() string {
+	if x != nil {
+		return x.Source
+	}
+	return ""
+}
+
+func (x *GetConfigResponse) GetLoadedAt() string {
+	if x != nil {
+		return x.LoadedAt
+	}
+	return ""
+}
+
+func (x *GetConfigResponse) GetReloads() int64 {
+	if x != nil {
+		return x.Reloads
+	}
+	return 0
+}
+
+func (x *GetConfigResponse) GetReloadFailures() int64 {
+	if x != nil {
+		return x.ReloadFailures
+	}
+	return 0
+}
+
+func (x *GetConfigResponse) GetLastErrors() []string {
+	if x != nil {
+		return x.LastErrors
+	}
+	return nil
+}
+
+// ValidateConfigRequest carries a candidate configuration.
+type ValidateConfigRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The configuration file's content, YAML or JSON.
+	Content string `protobuf:"bytes,1,opt,name=content,proto3" json:"content,omitempty"`
+	// A name for the content, used in error lines. Default "candidate.yaml".
+	Name          string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateConfigRequest) Reset() {
+	*x = ValidateConfigRequest{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateConfigRequest) ProtoMessage() {}
+
+func (x *ValidateConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateConfigRequest.ProtoReflect.Descriptor instead.
+func (*ValidateConfigRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *ValidateConfigRequest) GetContent() string {
+	if x != nil {
+		return x.Content
+	}
+	return ""
+}
+
+func (x *ValidateConfigRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+// ValidateConfigResponse lists what is wrong with a candidate.
+type ValidateConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// True when the candidate is valid.
+	Valid bool `protobuf:"varint,1,opt,name=valid,proto3" json:"valid,omitempty"`
+	// One line per problem, "FILE: field.path: reason".
+	Errors        []string `protobuf:"bytes,2,rep,name=errors,proto3" json:"errors,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ValidateConfigResponse) Reset() {
+	*x = ValidateConfigResponse{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ValidateConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ValidateConfigResponse) ProtoMessage() {}
+
+func (x *ValidateConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ValidateConfigResponse.ProtoReflect.Descriptor instead.
+func (*ValidateConfigResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ValidateConfigResponse) GetValid() bool {
+	if x != nil {
+		return x.Valid
+	}
+	return false
+}
+
+func (x *ValidateConfigResponse) GetErrors() []string {
+	if x != nil {
+		return x.Errors
+	}
+	return nil
+}
+
+// ReloadConfigRequest asks for a reload of the config file.
+type ReloadConfigRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReloadConfigRequest) Reset() {
+	*x = ReloadConfigRequest{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadConfigRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadConfigRequest) ProtoMessage() {}
+
+func (x *ReloadConfigRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadConfigRequest.ProtoReflect.Descriptor instead.
+func (*ReloadConfigRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+}
+
+// ReloadConfigResponse reports a successful reload.
+type ReloadConfigResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// When the new configuration was put in force, RFC 3339.
+	LoadedAt string `protobuf:"bytes,1,opt,name=loaded_at,json=loadedAt,proto3" json:"loaded_at,omitempty"`
+	// Routes in force after the reload.
+	Routes        int32 `protobuf:"varint,2,opt,name=routes,proto3" json:"routes,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ReloadConfigResponse) Reset() {
+	*x = ReloadConfigResponse{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReloadConfigResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReloadConfigResponse) ProtoMessage() {}
+
+func (x *ReloadConfigResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReloadConfigResponse.ProtoReflect.Descriptor instead.
+func (*ReloadConfigResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ReloadConfigResponse) GetLoadedAt() string {
+	if x != nil {
+		return x.LoadedAt
+	}
+	return ""
+}
+
+func (x *ReloadConfigResponse) GetRoutes() int32 {
+	if x != nil {
+		return x.Routes
+	}
+	return 0
+}
+
+// ExplainRequest describes a call.
+type ExplainRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The full gRPC method, "/pkg.Service/Method".
+	Method string `protobuf:"bytes,1,opt,name=method,proto3" json:"method,omitempty"`
+	// Metadata (HTTP headers for REST calls), keys in any case.
+	Metadata map[string]string `protobuf:"bytes,2,rep,name=metadata,proto3" json:"metadata,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The authority the client called.
+	Authority string `protobuf:"bytes,3,opt,name=authority,proto3" json:"authority,omitempty"`
+	// For a REST call: its HTTP method, path and query parameters.
+	HttpMethod string `protobuf:"bytes,4,opt,name=http_method,json=httpMethod,proto3" json:"http_method,omitempty"`
+	// For a REST call: the URL path.
+	Path string `protobuf:"bytes,5,opt,name=path,proto3" json:"path,omitempty"`
+	// For a REST call: query parameters.
+	Query map[string]string `protobuf:"bytes,6,rep,name=query,proto3" json:"query,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	// The client's IP address.
+	SourceIp string `protobuf:"bytes,7,opt,name=source_ip,json=sourceIp,proto3" json:"source_ip,omitempty"`
+	// Claims of the authenticated principal, as JSON object text.
+	ClaimsJson    string `protobuf:"bytes,8,opt,name=claims_json,json=claimsJson,proto3" json:"claims_json,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *ExplainRequest) GetMethod() string {
+	if x != nil {
+		return x.Method
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetMetadata() map[string]string {
+	if x != nil {
+		return x.Metadata
+	}
+	return nil
+}
+
+func (x *ExplainRequest) GetAuthority() string {
+	if x != nil {
+		return x.Authority
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetHttpMethod() string {
+	if x != nil {
+		return x.HttpMethod
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetPath() string {
+	if x != nil {
+		return x.Path
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetQuery() map[string]string {
+	if x != nil {
+		return x.Query
+	}
+	return nil
+}
+
+func (x *ExplainRequest) GetSourceIp() string {
+	if x != nil {
+		return x.SourceIp
+	}
+	return ""
+}
+
+func (x *ExplainRequest) GetClaimsJson() string {
+	if x != nil {
+		return x.ClaimsJson
+	}
+	return ""
+}
+
+// ExplainResponse says which route takes the call.
+type ExplainResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The route that takes the call; empty when none does.
+	Route string `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	// The backend it would go to (for a split, the side this call would take
+	// when sticky, else "split"); empty for a direct response.
+	Backend string `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
+	// Every route before it (or every route, when none matches), in order,
+	// with the condition that failed.
+	PassedOver    []*PassedOver `protobuf:"bytes,3,rep,name=passed_over,json=passedOver,proto3" json:"passed_over,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *ExplainResponse) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetBackend() string {
+	if x != nil {
+		return x.Backend
+	}
+	return ""
+}
+
+func (x *ExplainResponse) GetPassedOver() []*PassedOver {
+	if x != nil {
+		return x.PassedOver
+	}
+	return nil
+}
+
+// PassedOver is a route that did not take the call.
+type PassedOver struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The route's name.
+	Route string `protobuf:"bytes,1,opt,name=route,proto3" json:"route,omitempty"`
+	// The first condition that did not hold, e.g.
+	// `metadata[x-track]=="canary": value "stable"`.
+	Reason        string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PassedOver) Reset() {
+	*x = PassedOver{}
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PassedOver) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PassedOver) ProtoMessage() {}
+
+func (x *PassedOver) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PassedOver.ProtoReflect.Descriptor instead.
+func (*PassedOver) Descriptor() ([]byte, []int) {
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *PassedOver) GetRoute() string {
+	if x != nil {
+		return x.Route
+	}
+	return ""
+}
+
+func (x *PassedOver) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // ListRoutesRequest asks for the routes in force.
 type ListRoutesRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -35,7 +597,7 @@ type ListRoutesRequest struct {
 
 func (x *ListRoutesRequest) Reset() {
 	*x = ListRoutesRequest{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -47,7 +609,7 @@ func (x *ListRoutesRequest) String() string {
 func (*ListRoutesRequest) ProtoMessage() {}
 
 func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[0]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -60,7 +622,7 @@ func (x *ListRoutesRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesRequest.ProtoReflect.Descriptor instead.
 func (*ListRoutesRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{0}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{9}
 }
 
 // ListRoutesResponse lists the routes in force.
@@ -74,7 +636,7 @@ type ListRoutesResponse struct {
 
 func (x *ListRoutesResponse) Reset() {
 	*x = ListRoutesResponse{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -86,7 +648,7 @@ func (x *ListRoutesResponse) String() string {
 func (*ListRoutesResponse) ProtoMessage() {}
 
 func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[1]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -99,7 +661,7 @@ func (x *ListRoutesResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListRoutesResponse.ProtoReflect.Descriptor instead.
 func (*ListRoutesResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ListRoutesResponse) GetRoutes() []*Route {
@@ -127,7 +689,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -139,7 +701,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[2]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -152,7 +714,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Route) GetName() string {
@@ -192,7 +754,7 @@ type ListBackendsRequest struct {
 
 func (x *ListBackendsRequest) Reset() {
 	*x = ListBackendsRequest{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -204,7 +766,7 @@ func (x *ListBackendsRequest) String() string {
 func (*ListBackendsRequest) ProtoMessage() {}
 
 func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[3]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -217,7 +779,7 @@ func (x *ListBackendsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsRequest.ProtoReflect.Descriptor instead.
 func (*ListBackendsRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{12}
 }
 
 // ListBackendsResponse lists the backends.
@@ -231,7 +793,7 @@ type ListBackendsResponse struct {
 
 func (x *ListBackendsResponse) Reset() {
 	*x = ListBackendsResponse{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -243,7 +805,7 @@ func (x *ListBackendsResponse) String() string {
 func (*ListBackendsResponse) ProtoMessage() {}
 
 func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[4]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -256,7 +818,7 @@ func (x *ListBackendsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListBackendsResponse.ProtoReflect.Descriptor instead.
 func (*ListBackendsResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ListBackendsResponse) GetBackends() []*Backend {
@@ -277,7 +839,7 @@ type GetBackendRequest struct {
 
 func (x *GetBackendRequest) Reset() {
 	*x = GetBackendRequest{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -289,7 +851,7 @@ func (x *GetBackendRequest) String() string {
 func (*GetBackendRequest) ProtoMessage() {}
 
 func (x *GetBackendRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[5]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -302,7 +864,7 @@ func (x *GetBackendRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackendRequest.ProtoReflect.Descriptor instead.
 func (*GetBackendRequest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *GetBackendRequest) GetName() string {
@@ -323,7 +885,7 @@ type GetBackendResponse struct {
 
 func (x *GetBackendResponse) Reset() {
 	*x = GetBackendResponse{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -335,7 +897,7 @@ func (x *GetBackendResponse) String() string {
 func (*GetBackendResponse) ProtoMessage() {}
 
 func (x *GetBackendResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[6]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -348,7 +910,7 @@ func (x *GetBackendResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetBackendResponse.ProtoReflect.Descriptor instead.
 func (*GetBackendResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *GetBackendResponse) GetBackend() *Backend {
@@ -376,7 +938,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -388,7 +950,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[7]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -401,7 +963,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Backend) GetName() string {
@@ -445,7 +1007,7 @@ type Endpoint struct {
 
 func (x *Endpoint) Reset() {
 	*x = Endpoint{}
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -457,7 +1019,7 @@ func (x *Endpoint) String() string {
 func (*Endpoint) ProtoMessage() {}
 
 func (x *Endpoint) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[8]
+	mi := &file_gatehouse_admin_v1_admin_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -470,7 +1032,7 @@ func (x *Endpoint) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Endpoint.ProtoReflect.Descriptor instead.
 func (*Endpoint) Descriptor() ([]byte, []int) {
-	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_admin_v1_admin_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Endpoint) GetAddress() string {
@@ -491,7 +1053,54 @@ var File_gatehouse_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_gatehouse_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
-	"\x1egatehouse/admin/v1/admin.proto\x12\x12gatehouse.admin.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\"\x13\n" +
+	"\x1egatehouse/admin/v1/admin.proto\x12\x12gatehouse.admin.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1cgoogle/api/annotations.proto\"\x12\n" +
+	"\x10GetConfigRequest\"\xcd\x01\n" +
+	"\x11GetConfigResponse\x12\x1f\n" +
+	"\vconfig_json\x18\x01 \x01(\tR\n" +
+	"configJson\x12\x16\n" +
+	"\x06source\x18\x02 \x01(\tR\x06source\x12\x1b\n" +
+	"\tloaded_at\x18\x03 \x01(\tR\bloadedAt\x12\x18\n" +
+	"\areloads\x18\x04 \x01(\x03R\areloads\x12'\n" +
+	"\x0freload_failures\x18\x05 \x01(\x03R\x0ereloadFailures\x12\x1f\n" +
+	"\vlast_errors\x18\x06 \x03(\tR\n" +
+	"lastErrors\"]\n" +
+	"\x15ValidateConfigRequest\x12&\n" +
+	"\acontent\x18\x01 \x01(\tB\f\xbaH\tr\a\x10\x01\x18\x80\x80\x80\x02R\acontent\x12\x1c\n" +
+	"\x04name\x18\x02 \x01(\tB\b\xbaH\x05r\x03\x18\xff\x01R\x04name\"F\n" +
+	"\x16ValidateConfigResponse\x12\x14\n" +
+	"\x05valid\x18\x01 \x01(\bR\x05valid\x12\x16\n" +
+	"\x06errors\x18\x02 \x03(\tR\x06errors\"\x15\n" +
+	"\x13ReloadConfigRequest\"K\n" +
+	"\x14ReloadConfigResponse\x12\x1b\n" +
+	"\tloaded_at\x18\x01 \x01(\tR\bloadedAt\x12\x16\n" +
+	"\x06routes\x18\x02 \x01(\x05R\x06routes\"\xdf\x03\n" +
+	"\x0eExplainRequest\x122\n" +
+	"\x06method\x18\x01 \x01(\tB\x1a\xbaH\x17r\x15\x10\x03\x18\x80\b2\x0e^/[^/]+/[^/]*$R\x06method\x12L\n" +
+	"\bmetadata\x18\x02 \x03(\v20.gatehouse.admin.v1.ExplainRequest.MetadataEntryR\bmetadata\x12\x1c\n" +
+	"\tauthority\x18\x03 \x01(\tR\tauthority\x12\x1f\n" +
+	"\vhttp_method\x18\x04 \x01(\tR\n" +
+	"httpMethod\x12\x12\n" +
+	"\x04path\x18\x05 \x01(\tR\x04path\x12C\n" +
+	"\x05query\x18\x06 \x03(\v2-.gatehouse.admin.v1.ExplainRequest.QueryEntryR\x05query\x12\x1b\n" +
+	"\tsource_ip\x18\a \x01(\tR\bsourceIp\x12\x1f\n" +
+	"\vclaims_json\x18\b \x01(\tR\n" +
+	"claimsJson\x1a;\n" +
+	"\rMetadataEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1a8\n" +
+	"\n" +
+	"QueryEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x01\n" +
+	"\x0fExplainResponse\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x18\n" +
+	"\abackend\x18\x02 \x01(\tR\abackend\x12?\n" +
+	"\vpassed_over\x18\x03 \x03(\v2\x1e.gatehouse.admin.v1.PassedOverR\n" +
+	"passedOver\":\n" +
+	"\n" +
+	"PassedOver\x12\x14\n" +
+	"\x05route\x18\x01 \x01(\tR\x05route\x12\x16\n" +
+	"\x06reason\x18\x02 \x01(\tR\x06reason\"\x13\n" +
 	"\x11ListRoutesRequest\"G\n" +
 	"\x12ListRoutesResponse\x121\n" +
 	"\x06routes\x18\x01 \x03(\v2\x19.gatehouse.admin.v1.RouteR\x06routes\"a\n" +
@@ -514,14 +1123,19 @@ const file_gatehouse_admin_v1_admin_proto_rawDesc = "" +
 	"\tendpoints\x18\x04 \x03(\v2\x1c.gatehouse.admin.v1.EndpointR\tendpoints\":\n" +
 	"\bEndpoint\x12\x18\n" +
 	"\aaddress\x18\x01 \x01(\tR\aaddress\x12\x14\n" +
-	"\x05state\x18\x02 \x01(\tR\x05state2\xf2\x02\n" +
+	"\x05state\x18\x02 \x01(\tR\x05state2\xde\x06\n" +
 	"\fAdminService\x12o\n" +
 	"\n" +
 	"ListRoutes\x12%.gatehouse.admin.v1.ListRoutesRequest\x1a&.gatehouse.admin.v1.ListRoutesResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
 	"/v1/routes\x12w\n" +
 	"\fListBackends\x12'.gatehouse.admin.v1.ListBackendsRequest\x1a(.gatehouse.admin.v1.ListBackendsResponse\"\x14\x82\xd3\xe4\x93\x02\x0e\x12\f/v1/backends\x12x\n" +
 	"\n" +
-	"GetBackend\x12%.gatehouse.admin.v1.GetBackendRequest\x1a&.gatehouse.admin.v1.GetBackendResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/backends/{name}B\xd1\x01\n" +
+	"GetBackend\x12%.gatehouse.admin.v1.GetBackendRequest\x1a&.gatehouse.admin.v1.GetBackendResponse\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/backends/{name}\x12l\n" +
+	"\tGetConfig\x12$.gatehouse.admin.v1.GetConfigRequest\x1a%.gatehouse.admin.v1.GetConfigResponse\"\x12\x82\xd3\xe4\x93\x02\f\x12\n" +
+	"/v1/config\x12\x87\x01\n" +
+	"\x0eValidateConfig\x12).gatehouse.admin.v1.ValidateConfigRequest\x1a*.gatehouse.admin.v1.ValidateConfigResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x01*\"\x13/v1/config:validate\x12\x7f\n" +
+	"\fReloadConfig\x12'.gatehouse.admin.v1.ReloadConfigRequest\x1a(.gatehouse.admin.v1.ReloadConfigResponse\"\x1c\x82\xd3\xe4\x93\x02\x16:\x01*\"\x11/v1/config:reload\x12q\n" +
+	"\aExplain\x12\".gatehouse.admin.v1.ExplainRequest\x1a#.gatehouse.admin.v1.ExplainResponse\"\x1d\x82\xd3\xe4\x93\x02\x17:\x01*\"\x12/v1/routes:explainB\xd1\x01\n" +
 	"\x16com.gatehouse.admin.v1B\n" +
 	"AdminProtoP\x01ZAgithub.com/gatehouse-dev/gatehouse/gen/gatehouse/admin/v1;adminv1\xa2\x02\x03GAX\xaa\x02\x12Gatehouse.Admin.V1\xca\x02\x12Gatehouse\\Admin\\V1\xe2\x02\x1eGatehouse\\Admin\\V1\\GPBMetadata\xea\x02\x14Gatehouse::Admin::V1b\x06proto3"
 
@@ -537,34 +1151,56 @@ func file_gatehouse_admin_v1_admin_proto_rawDescGZIP() []byte {
 	return file_gatehouse_admin_v1_admin_proto_rawDescData
 }
 
-var file_gatehouse_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_gatehouse_admin_v1_admin_proto_msgTypes = make([]protoimpl.MessageInfo, 20)
 var file_gatehouse_admin_v1_admin_proto_goTypes = []any{
-	(*ListRoutesRequest)(nil),    // 0: gatehouse.admin.v1.ListRoutesRequest
-	(*ListRoutesResponse)(nil),   // 1: gatehouse.admin.v1.ListRoutesResponse
-	(*Route)(nil),                // 2: gatehouse.admin.v1.Route
-	(*ListBackendsRequest)(nil),  // 3: gatehouse.admin.v1.ListBackendsRequest
-	(*ListBackendsResponse)(nil), // 4: gatehouse.admin.v1.ListBackendsResponse
-	(*GetBackendRequest)(nil),    // 5: gatehouse.admin.v1.GetBackendRequest
-	(*GetBackendResponse)(nil),   // 6: gatehouse.admin.v1.GetBackendResponse
-	(*Backend)(nil),              // 7: gatehouse.admin.v1.Backend
-	(*Endpoint)(nil),             // 8: gatehouse.admin.v1.Endpoint
+	(*GetConfigRequest)(nil),       // 0: gatehouse.admin.v1.GetConfigRequest
+	(*GetConfigResponse)(nil),      // 1: gatehouse.admin.v1.GetConfigResponse
+	(*ValidateConfigRequest)(nil),  // 2: gatehouse.admin.v1.ValidateConfigRequest
+	(*ValidateConfigResponse)(nil), // 3: gatehouse.admin.v1.ValidateConfigResponse
+	(*ReloadConfigRequest)(nil),    // 4: gatehouse.admin.v1.ReloadConfigRequest
+	(*ReloadConfigResponse)(nil),   // 5: gatehouse.admin.v1.ReloadConfigResponse
+	(*ExplainRequest)(nil),         // 6: gatehouse.admin.v1.ExplainRequest
+	(*ExplainResponse)(nil),        // 7: gatehouse.admin.v1.ExplainResponse
+	(*PassedOver)(nil),             // 8: gatehouse.admin.v1.PassedOver
+	(*ListRoutesRequest)(nil),      // 9: gatehouse.admin.v1.ListRoutesRequest
+	(*ListRoutesResponse)(nil),     // 10: gatehouse.admin.v1.ListRoutesResponse
+	(*Route)(nil),                  // 11: gatehouse.admin.v1.Route
+	(*ListBackendsRequest)(nil),    // 12: gatehouse.admin.v1.ListBackendsRequest
+	(*ListBackendsResponse)(nil),   // 13: gatehouse.admin.v1.ListBackendsResponse
+	(*GetBackendRequest)(nil),      // 14: gatehouse.admin.v1.GetBackendRequest
+	(*GetBackendResponse)(nil),     // 15: gatehouse.admin.v1.GetBackendResponse
+	(*Backend)(nil),                // 16: gatehouse.admin.v1.Backend
+	(*Endpoint)(nil),               // 17: gatehouse.admin.v1.Endpoint
+	nil,                            // 18: gatehouse.admin.v1.ExplainRequest.MetadataEntry
+	nil,                            // 19: gatehouse.admin.v1.ExplainRequest.QueryEntry
 }
 var file_gatehouse_admin_v1_admin_proto_depIdxs = []int32{
-	2, // 0: gatehouse.admin.v1.ListRoutesResponse.routes:type_name -> gatehouse.admin.v1.Route
-	7, // 1: gatehouse.admin.v1.ListBackendsResponse.backends:type_name -> gatehouse.admin.v1.Backend
-	7, // 2: gatehouse.admin.v1.GetBackendResponse.backend:type_name -> gatehouse.admin.v1.Backend
-	8, // 3: gatehouse.admin.v1.Backend.endpoints:type_name -> gatehouse.admin.v1.Endpoint
-	0, // 4: gatehouse.admin.v1.AdminService.ListRoutes:input_type -> gatehouse.admin.v1.ListRoutesRequest
-	3, // 5: gatehouse.admin.v1.AdminService.ListBackends:input_type -> gatehouse.admin.v1.ListBackendsRequest
-	5, // 6: gatehouse.admin.v1.AdminService.GetBackend:input_type -> gatehouse.admin.v1.GetBackendRequest
-	1, // 7: gatehouse.admin.v1.AdminService.ListRoutes:output_type -> gatehouse.admin.v1.ListRoutesResponse
-	4, // 8: gatehouse.admin.v1.AdminService.ListBackends:output_type -> gatehouse.admin.v1.ListBackendsResponse
-	6, // 9: gatehouse.admin.v1.AdminService.GetBackend:output_type -> gatehouse.admin.v1.GetBackendResponse
-	7, // [7:10] is the sub-list for method output_type
-	4, // [4:7] is the sub-list for method input_type
-	4, // [4:4] is the sub-list for extension type_name
-	4, // [4:4] is the sub-list for extension extendee
-	0, // [0:4] is the sub-list for field type_name
+	18, // 0: gatehouse.admin.v1.ExplainRequest.metadata:type_name -> gatehouse.admin.v1.ExplainRequest.MetadataEntry
+	19, // 1: gatehouse.admin.v1.ExplainRequest.query:type_name -> gatehouse.admin.v1.ExplainRequest.QueryEntry
+	8,  // 2: gatehouse.admin.v1.ExplainResponse.passed_over:type_name -> gatehouse.admin.v1.PassedOver
+	11, // 3: gatehouse.admin.v1.ListRoutesResponse.routes:type_name -> gatehouse.admin.v1.Route
+	16, // 4: gatehouse.admin.v1.ListBackendsResponse.backends:type_name -> gatehouse.admin.v1.Backend
+	16, // 5: gatehouse.admin.v1.GetBackendResponse.backend:type_name -> gatehouse.admin.v1.Backend
+	17, // 6: gatehouse.admin.v1.Backend.endpoints:type_name -> gatehouse.admin.v1.Endpoint
+	9,  // 7: gatehouse.admin.v1.AdminService.ListRoutes:input_type -> gatehouse.admin.v1.ListRoutesRequest
+	12, // 8: gatehouse.admin.v1.AdminService.ListBackends:input_type -> gatehouse.admin.v1.ListBackendsRequest
+	14, // 9: gatehouse.admin.v1.AdminService.GetBackend:input_type -> gatehouse.admin.v1.GetBackendRequest
+	0,  // 10: gatehouse.admin.v1.AdminService.GetConfig:input_type -> gatehouse.admin.v1.GetConfigRequest
+	2,  // 11: gatehouse.admin.v1.AdminService.ValidateConfig:input_type -> gatehouse.admin.v1.ValidateConfigRequest
+	4,  // 12: gatehouse.admin.v1.AdminService.ReloadConfig:input_type -> gatehouse.admin.v1.ReloadConfigRequest
+	6,  // 13: gatehouse.admin.v1.AdminService.Explain:input_type -> gatehouse.admin.v1.ExplainRequest
+	10, // 14: gatehouse.admin.v1.AdminService.ListRoutes:output_type -> gatehouse.admin.v1.ListRoutesResponse
+	13, // 15: gatehouse.admin.v1.AdminService.ListBackends:output_type -> gatehouse.admin.v1.ListBackendsResponse
+	15, // 16: gatehouse.admin.v1.AdminService.GetBackend:output_type -> gatehouse.admin.v1.GetBackendResponse
+	1,  // 17: gatehouse.admin.v1.AdminService.GetConfig:output_type -> gatehouse.admin.v1.GetConfigResponse
+	3,  // 18: gatehouse.admin.v1.AdminService.ValidateConfig:output_type -> gatehouse.admin.v1.ValidateConfigResponse
+	5,  // 19: gatehouse.admin.v1.AdminService.ReloadConfig:output_type -> gatehouse.admin.v1.ReloadConfigResponse
+	7,  // 20: gatehouse.admin.v1.AdminService.Explain:output_type -> gatehouse.admin.v1.ExplainResponse
+	14, // [14:21] is the sub-list for method output_type
+	7,  // [7:14] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_admin_v1_admin_proto_init() }
@@ -578,7 +1214,7 @@ func file_gatehouse_admin_v1_admin_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_admin_v1_admin_proto_rawDesc), len(file_gatehouse_admin_v1_admin_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   9,
+			NumMessages:   20,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
