@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"sync"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -28,6 +29,8 @@ type Director struct {
 	// proxied as one bidi stream, which carries unary and half-streaming
 	// calls unchanged on the wire.
 	desc grpc.StreamDesc
+	// shadows counts mirror calls in flight (see mirror.go).
+	shadows sync.WaitGroup
 }
 
 // NewDirector returns a Director that sends each call where r says.
@@ -89,9 +92,19 @@ func (d *Director) Handler(_ any, ss grpc.ServerStream) error {
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	outCtx := metadata.NewOutgoingContext(ctx, d.sanitizeRequest(ctx, md))
+	outMD := d.sanitizeRequest(ctx, md)
+	t.Metadata.Apply(outMD)
+	outCtx := metadata.NewOutgoingContext(ctx, outMD)
+	if t.Method != "" {
+		method = t.Method
+	}
+	var sh *shadow
+	if t.Mirror != nil {
+		sh = d.startShadow(ctx, t.Mirror, method, outMD.Copy())
+	}
 	cs, err := t.Conn.NewStream(outCtx, &d.desc, method, d.callOpts...)
 	if err != nil {
+		sh.close()
 		return statusError(err)
 	}
 
@@ -99,7 +112,7 @@ func (d *Director) Handler(_ any, ss grpc.ServerStream) error {
 	// client half-closed (or the backend stopped accepting messages), else
 	// the error that ended it.
 	reqErr := make(chan error, 1)
-	go forwardRequests(ss, cs, reqErr, cancel)
+	go forwardRequests(ss, cs, reqErr, cancel, sh)
 	return forwardResponses(ss, cs, reqErr)
 }
 
@@ -107,9 +120,10 @@ func (d *Director) Handler(_ any, ss grpc.ServerStream) error {
 // until the client half-closes or either side fails, then sends exactly one
 // value on done. On failure it cancels the backend stream after reporting,
 // so that forwardResponses, blocked in cs.RecvMsg, finds the cause on done.
-func forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, done chan<- error, cancel context.CancelFunc) {
+func forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, done chan<- error, cancel context.CancelFunc, sh *shadow) {
 	var f Frame
 	defer f.Free()
+	defer sh.close()
 	for {
 		if err := ss.RecvMsg(&f); err != nil {
 			if err == io.EOF {
@@ -120,6 +134,7 @@ func forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, done chan<- err
 			cancel()
 			return
 		}
+		sh.offer(&f)
 		if err := cs.SendMsg(&f); err != nil {
 			if err == io.EOF {
 				// The backend ended the call; cs.RecvMsg returns its status.

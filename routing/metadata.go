@@ -16,7 +16,10 @@ const forwardedForKey = "x-forwarded-for"
 // (the list Caddy's reverse proxy strips, plus host) and the headers that
 // gRPC itself owns on each hop.
 func isReservedKey(k string) bool {
-	if strings.HasPrefix(k, ":") {
+	if strings.HasPrefix(k, ":") || strings.HasPrefix(k, "x-gatehouse-") {
+		// x-gatehouse-* is the gateway's own prefix: what it sets for the
+		// router (REST attributes) or for backends (identity) must never be
+		// a client's word.
 		return true
 	}
 	switch k {

@@ -2,8 +2,11 @@ package routing
 
 import (
 	"context"
+	"math/rand/v2"
+	"sync"
 	"sync/atomic"
 
+	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -32,13 +35,39 @@ type Pool interface {
 type Router struct {
 	table atomic.Pointer[Table]
 	pool  Pool
+	rnd   func() uint64
 }
 
 var _ Resolver = (*Router)(nil)
 
+// RouterOption configures a Router.
+type RouterOption interface {
+	apply(*Router)
+}
+
+type routerOptionFunc func(*Router)
+
+func (f routerOptionFunc) apply(r *Router) { f(r) }
+
+// WithRandom sets the source of the uniform draws behind random splits and
+// mirror sampling; tests pass a seeded one. Default: math/rand/v2.
+func WithRandom(src rand.Source) RouterOption {
+	var mu sync.Mutex
+	return routerOptionFunc(func(r *Router) {
+		r.rnd = func() uint64 {
+			mu.Lock()
+			defer mu.Unlock()
+			return src.Uint64()
+		}
+	})
+}
+
 // NewRouter returns a Router over t that takes connections from pool.
-func NewRouter(t *Table, pool Pool) *Router {
-	r := &Router{pool: pool}
+func NewRouter(t *Table, pool Pool, opts ...RouterOption) *Router {
+	r := &Router{pool: pool, rnd: rand.Uint64}
+	for _, o := range opts {
+		o.apply(r)
+	}
 	r.table.Store(t)
 	return r
 }
@@ -49,18 +78,98 @@ func (r *Router) Swap(t *Table) { r.table.Store(t) }
 // Table returns the table in force.
 func (r *Router) Table() *Table { return r.table.Load() }
 
-// Resolve implements Resolver: the first matching route's backend, or
-// UNIMPLEMENTED naming the method when no route matches.
-func (r *Router) Resolve(_ context.Context, fullMethod string, md metadata.MD) (Target, error) {
-	rt, ok := r.table.Load().Match(fullMethod, md)
-	if !ok {
+// Resolve implements Resolver: the first matching route's action. A route
+// with a direct response answers with its status; a call no route takes
+// gets UNIMPLEMENTED naming the method.
+func (r *Router) Resolve(ctx context.Context, fullMethod string, md metadata.MD) (Target, error) {
+	t := r.table.Load()
+	req := requestFrom(ctx, fullMethod, md, t.needs)
+	svc, _ := splitMethod(fullMethod)
+	var vars map[string]any
+	var rt *Route
+	var c cursor
+	t.candidates(&c, svc, req.Metadata)
+	for r := c.next(); r != nil; r = c.next() {
+		if r.test(&req, svc, &vars) {
+			rt = r
+			break
+		}
+	}
+	if rt == nil {
 		return Target{}, NoRouteError(fullMethod)
 	}
-	conn, ok := r.pool.Conn(rt.Backend)
-	if !ok {
-		return Target{}, status.Errorf(codes.Unavailable, "gatehouse: route %q: backend %q is not available", rt.Name, rt.Backend)
+	return r.target(ctx, rt, &req, &vars)
+}
+
+func (r *Router) target(ctx context.Context, rt *Route, req *Request, vars *map[string]any) (Target, error) {
+	a := &rt.action
+	if a.direct != nil {
+		callinfo.From(ctx).SetRoute(rt.Name, "")
+		return Target{}, a.direct.Err()
 	}
-	return Target{Route: rt.Name, Backend: rt.Backend, Conn: conn, Config: rt.Config}, nil
+	backend, err := a.pickBackend(req, vars, r.rnd)
+	if err != nil {
+		return Target{}, status.Errorf(codes.Internal, "gatehouse: route %q: %v", rt.Name, err)
+	}
+	conn, ok := r.pool.Conn(backend)
+	if !ok {
+		return Target{}, status.Errorf(codes.Unavailable, "gatehouse: route %q: backend %q is not available", rt.Name, backend)
+	}
+	t := Target{
+		Route:    rt.Name,
+		Backend:  backend,
+		Conn:     conn,
+		Config:   rt.Config,
+		Method:   a.rewriteMethod(req.Method),
+		Metadata: a.md,
+	}
+	if m := a.mirror; m != nil && r.rnd()%1000000 < m.ppm {
+		if sc, ok := r.pool.Conn(m.backend); ok {
+			t.Mirror = &Shadow{Backend: m.backend, Conn: sc}
+		}
+	}
+	return t, nil
+}
+
+// Explanation says which route takes a call and why earlier routes did not.
+type Explanation struct {
+	// Route is the route that takes the call; nil when none does.
+	Route *Route
+	// Backend is the backend it goes to: for a sticky split, the side this
+	// call takes; "split" for a random split; empty for a direct response.
+	Backend string
+	// PassedOver lists the routes before it, with the first condition each
+	// failed.
+	PassedOver []PassedOver
+	// Direct is the status of a route that answers at the edge; nil
+	// otherwise.
+	Direct *status.Status
+}
+
+// Explain reports how the table in force treats req, without calling
+// anything.
+func (r *Router) Explain(req *Request) Explanation {
+	t := r.table.Load()
+	rt, passed := t.Explain(req)
+	e := Explanation{Route: rt, PassedOver: passed}
+	if rt == nil {
+		return e
+	}
+	if rt.action.direct != nil {
+		e.Direct = rt.action.direct
+		return e
+	}
+	a := &rt.action
+	switch {
+	case len(a.split) == 0:
+		e.Backend = a.backend
+	case a.sticky != nil:
+		var vars map[string]any
+		e.Backend, _ = a.pickBackend(req, &vars, r.rnd)
+	default:
+		e.Backend = "split"
+	}
+	return e
 }
 
 // NoRouteError is the error for a call that no route takes: UNIMPLEMENTED,

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
@@ -66,6 +67,9 @@ func TestTableMatch(t *testing.T) {
 		{"/other.Svc/M", metadata.Pairs(":authority", "a.example.com:8080"), "host"},
 		{"/other.Svc/M", metadata.Pairs(":authority", "A.B.EXAMPLE.COM"), "host"},
 		{"/other.Svc/M", metadata.Pairs(":authority", "example.com"), "bare-host"},
+		// A client cannot push a wildcard out of reach with a deep host.
+		{"/other.Svc/M", metadata.Pairs(":authority", strings.Repeat("a.", 200)+"example.com"), "host"},
+		{"/shop.billing." + strings.Repeat("x.", 200) + "Svc/M", nil, "pkg"},
 		{"/other.Svc/M", metadata.Pairs(":authority", "notexample.com"), "all"},
 		{"/other.Svc/M", nil, "all"},
 	}

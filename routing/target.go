@@ -23,6 +23,20 @@ type Target struct {
 	// Config is the matched route's configuration, for per-route policies
 	// (timeouts, retries, limits). Nil for targets not made from config.
 	Config *configv1.Route
+	// Metadata are the route's changes to request metadata, applied after
+	// the director's own sanitising; nil for none.
+	Metadata *MetadataActions
+	// Mirror, when set, is a shadow backend that gets a copy of this call;
+	// its answer is discarded.
+	Mirror *Shadow
+}
+
+// Shadow is a backend that receives a copy of a call.
+type Shadow struct {
+	// Backend is the shadow backend's name.
+	Backend string
+	// Conn is its pooled connection.
+	Conn grpc.ClientConnInterface
 }
 
 // Resolver picks the Target for a call from its full method name
