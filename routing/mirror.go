@@ -93,4 +93,3 @@ func drain(ch chan Frame) {
 // WaitShadows blocks until every mirror call started so far has ended (for
 // shutdown and tests).
 func (d *Director) WaitShadows() { d.shadows.Wait() }
-

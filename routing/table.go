@@ -4,7 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
-		"strconv"
+	"strconv"
 	"strings"
 
 	"cel.dev/cel-go/cel"
