@@ -2,11 +2,17 @@ package edge
 
 import (
 	"context"
+	"encoding/json"
+	"net/netip"
+	"net/url"
+	"strings"
 
 	adminv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/admin/v1"
+	"github.com/gatehouse-dev/gatehouse/routing"
 	"github.com/gatehouse-dev/gatehouse/upstream"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
 
@@ -47,6 +53,52 @@ func (a *adminService) GetBackend(_ context.Context, req *adminv1.GetBackendRequ
 		}
 	}
 	return nil, status.Errorf(codes.NotFound, "gatehouse: no backend named %q", req.GetName())
+}
+
+// Explain says which route a described call would take, and why each
+// route before it was passed over.
+func (a *adminService) Explain(_ context.Context, req *adminv1.ExplainRequest) (*adminv1.ExplainResponse, error) {
+	md := metadata.MD{}
+	for k, v := range req.GetMetadata() {
+		md[strings.ToLower(k)] = []string{v}
+	}
+	if req.GetAuthority() != "" {
+		md[":authority"] = []string{req.GetAuthority()}
+	}
+	r := &routing.Request{
+		Method:     req.GetMethod(),
+		Metadata:   md,
+		HTTPMethod: req.GetHttpMethod(),
+		Path:       req.GetPath(),
+	}
+	if len(req.GetQuery()) > 0 {
+		r.Query = url.Values{}
+		for k, v := range req.GetQuery() {
+			r.Query.Set(k, v)
+		}
+	}
+	if ip := req.GetSourceIp(); ip != "" {
+		addr, err := netip.ParseAddr(ip)
+		if err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "source_ip: %v", err)
+		}
+		r.SourceIP = addr
+	}
+	if c := req.GetClaimsJson(); c != "" {
+		if err := json.Unmarshal([]byte(c), &r.Claims); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "claims_json: %v", err)
+		}
+	}
+	e := a.g.router.Explain(r)
+	resp := &adminv1.ExplainResponse{}
+	if e.Route != nil {
+		resp.Route = e.Route.Name
+		resp.Backend = e.Backend
+	}
+	for _, p := range e.PassedOver {
+		resp.PassedOver = append(resp.PassedOver, &adminv1.PassedOver{Route: p.Route, Reason: p.Reason})
+	}
+	return resp, nil
 }
 
 func backendProto(b upstream.BackendState) *adminv1.Backend {

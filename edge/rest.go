@@ -12,6 +12,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 )
@@ -30,10 +31,22 @@ var hopByHop = map[string]bool{
 // gRPC alike; hop-by-hop, reserved (grpc-*) and pseudo headers are dropped.
 func incomingHeader(key string) (string, bool) {
 	k := strings.ToLower(key)
-	if hopByHop[k] || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") {
+	if hopByHop[k] || strings.HasPrefix(k, "grpc-") || strings.HasPrefix(k, ":") || strings.HasPrefix(k, "x-gatehouse-") {
+		// x-gatehouse-* is the gateway's own: never a client's word.
 		return "", false
 	}
 	return k, true
+}
+
+// restAttributes passes a REST request's HTTP method, path and query to the
+// router as metadata, which it trusts only on the in-process connection
+// that REST calls arrive on.
+func restAttributes(_ context.Context, r *http.Request) metadata.MD {
+	return metadata.Pairs(
+		routing.MDHTTPMethod, r.Method,
+		routing.MDHTTPPath, r.URL.Path,
+		routing.MDHTTPQuery, r.URL.RawQuery,
+	)
 }
 
 // outgoingHeader returns backend response headers to REST clients under
@@ -52,6 +65,7 @@ func outgoingHeader(key string) (string, bool) {
 func newRESTMux() *runtime.ServeMux {
 	return runtime.NewServeMux(
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
+		runtime.WithMetadata(restAttributes),
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithOutgoingTrailerMatcher(outgoingHeader),
 		runtime.WithErrorHandler(restError),
@@ -70,6 +84,11 @@ func restError(ctx context.Context, mux *runtime.ServeMux, m runtime.Marshaler, 
 	if tooLarge(r) {
 		writeStatus(w, m, http.StatusRequestEntityTooLarge,
 			status.New(codes.ResourceExhausted, fmt.Sprintf("gatehouse: request body larger than %d bytes", bodyLimit(r))))
+		return
+	}
+	if routing.IsOverloaded(err) { // shed by a concurrency cap (shed.go): 503, not 429
+		st, _ := status.FromError(err)
+		writeStatus(w, m, http.StatusServiceUnavailable, st)
 		return
 	}
 	if routing.IsNoRoute(err) {
