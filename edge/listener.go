@@ -6,8 +6,6 @@ import (
 	"net"
 	"net/http"
 	"strings"
-	"sync"
-	"time"
 
 	"github.com/gatehouse-dev/gatehouse/config"
 	"google.golang.org/grpc"
@@ -159,23 +157,11 @@ func (s *server) shutdown(ctx context.Context) {
 	}
 }
 
-// onceErr records the first error of several goroutines.
-type onceErr struct {
-	once sync.Once
-	err  error
-	ch   chan struct{}
-}
-
-func newOnceErr() *onceErr { return &onceErr{ch: make(chan struct{})} }
-
-func (o *onceErr) set(err error) {
-	o.once.Do(func() { o.err = err; close(o.ch) })
-}
-
-// graceOrDefault returns d, or def when d is zero.
-func graceOrDefault(d, def time.Duration) time.Duration {
-	if d <= 0 {
-		return def
+// stop closes the server at once; for a server that never served its
+// listener (a failed Start).
+func (s *server) stop() {
+	s.grpc.Stop()
+	if s.conn != nil {
+		_ = s.conn.Close()
 	}
-	return d
 }

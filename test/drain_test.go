@@ -336,7 +336,6 @@ func TestShutdownDeadline(t *testing.T) {
 // when the drain begins, and its stream ends then, so that it does not hold
 // an otherwise idle gateway's Shutdown for the whole grace period.
 func TestShutdownEndsHealthWatch(t *testing.T) {
-	t.Skip("known bug: edge's health service never ends Watch streams, so each holds Shutdown until its context ends")
 	for _, proto := range protocols {
 		t.Run(proto, func(t *testing.T) {
 			g := startGateway(t, drainConfig(proto, startBackend(t)))
