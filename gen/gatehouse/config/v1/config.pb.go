@@ -57,7 +57,11 @@ type Config struct {
 	Telemetry *Telemetry `protobuf:"bytes,7,opt,name=telemetry,proto3" json:"telemetry,omitempty"`
 	// The audit trail: who did what, with which decision, provably unaltered.
 	// Off when absent.
-	Audit         *Audit `protobuf:"bytes,8,opt,name=audit,proto3" json:"audit,omitempty"`
+	Audit *Audit `protobuf:"bytes,8,opt,name=audit,proto3" json:"audit,omitempty"`
+	// REST/JSON transcoding options for every shared listener.
+	Rest *Rest `protobuf:"bytes,9,opt,name=rest,proto3" json:"rest,omitempty"`
+	// Rate limits and quotas. Off when absent.
+	Quota         *Quota `protobuf:"bytes,10,opt,name=quota,proto3" json:"quota,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -148,6 +152,567 @@ func (x *Config) GetAudit() *Audit {
 	return nil
 }
 
+func (x *Config) GetRest() *Rest {
+	if x != nil {
+		return x.Rest
+	}
+	return nil
+}
+
+func (x *Config) GetQuota() *Quota {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+// Rest sets how REST/JSON is transcoded to and from gRPC.
+type Rest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Emit fields that hold their default value (0, "", false, empty lists).
+	// Default false, as grpc-gateway.
+	EmitUnpopulated bool `protobuf:"varint,1,opt,name=emit_unpopulated,json=emitUnpopulated,proto3" json:"emit_unpopulated,omitempty"`
+	// Use the proto field names (snake_case) in JSON output instead of
+	// lowerCamelCase. Input accepts both. Default false.
+	UseProtoNames bool `protobuf:"varint,2,opt,name=use_proto_names,json=useProtoNames,proto3" json:"use_proto_names,omitempty"`
+	// Write enums as numbers instead of names. Default false.
+	EnumsAsInts bool `protobuf:"varint,3,opt,name=enums_as_ints,json=enumsAsInts,proto3" json:"enums_as_ints,omitempty"`
+	// Refuse query parameters that name no request field (400). Default
+	// false: they are ignored, as grpc-gateway does.
+	StrictQuery bool `protobuf:"varint,4,opt,name=strict_query,json=strictQuery,proto3" json:"strict_query,omitempty"`
+	// HTTP request headers forwarded to backends as metadata, lower case.
+	// Default: authorization, x-request-id, traceparent, tracestate, baggage,
+	// accept-language, user-agent, x-forwarded-for, and the headers that
+	// routes match on.
+	ForwardHeaders []string `protobuf:"bytes,5,rep,name=forward_headers,json=forwardHeaders,proto3" json:"forward_headers,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Rest) Reset() {
+	*x = Rest{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rest) ProtoMessage() {}
+
+func (x *Rest) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rest.ProtoReflect.Descriptor instead.
+func (*Rest) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Rest) GetEmitUnpopulated() bool {
+	if x != nil {
+		return x.EmitUnpopulated
+	}
+	return false
+}
+
+func (x *Rest) GetUseProtoNames() bool {
+	if x != nil {
+		return x.UseProtoNames
+	}
+	return false
+}
+
+func (x *Rest) GetEnumsAsInts() bool {
+	if x != nil {
+		return x.EnumsAsInts
+	}
+	return false
+}
+
+func (x *Rest) GetStrictQuery() bool {
+	if x != nil {
+		return x.StrictQuery
+	}
+	return false
+}
+
+func (x *Rest) GetForwardHeaders() []string {
+	if x != nil {
+		return x.ForwardHeaders
+	}
+	return nil
+}
+
+// Quota sets rate limits and calendar quotas. Every policy that applies to a
+// call must pass.
+type Quota struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Where counters live. Without it, in memory (one gateway; each replica
+	// counts alone).
+	Store *QuotaStore `protobuf:"bytes,1,opt,name=store,proto3" json:"store,omitempty"`
+	// How many gateway replicas share the limits; when Redis fails and a
+	// policy fails open, each replica enforces limit / replicas in memory.
+	// Default 1.
+	Replicas uint32 `protobuf:"varint,2,opt,name=replicas,proto3" json:"replicas,omitempty"`
+	// The policies.
+	Policies      []*QuotaPolicy `protobuf:"bytes,3,rep,name=policies,proto3" json:"policies,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Quota) Reset() {
+	*x = Quota{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Quota) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Quota) ProtoMessage() {}
+
+func (x *Quota) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Quota.ProtoReflect.Descriptor instead.
+func (*Quota) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Quota) GetStore() *QuotaStore {
+	if x != nil {
+		return x.Store
+	}
+	return nil
+}
+
+func (x *Quota) GetReplicas() uint32 {
+	if x != nil {
+		return x.Replicas
+	}
+	return 0
+}
+
+func (x *Quota) GetPolicies() []*QuotaPolicy {
+	if x != nil {
+		return x.Policies
+	}
+	return nil
+}
+
+// QuotaStore is where quota counters live.
+type QuotaStore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A Redis server, Sentinel set or Cluster shared by every replica.
+	Redis         *RedisStore `protobuf:"bytes,1,opt,name=redis,proto3" json:"redis,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaStore) Reset() {
+	*x = QuotaStore{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaStore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaStore) ProtoMessage() {}
+
+func (x *QuotaStore) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaStore.ProtoReflect.Descriptor instead.
+func (*QuotaStore) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *QuotaStore) GetRedis() *RedisStore {
+	if x != nil {
+		return x.Redis
+	}
+	return nil
+}
+
+// RedisStore is a Redis deployment, reached through go-redis's universal
+// client: one address is a single node, several are a Cluster, and
+// master_name makes them Sentinels.
+type RedisStore struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// host:port addresses.
+	Addresses []string `protobuf:"bytes,1,rep,name=addresses,proto3" json:"addresses,omitempty"`
+	// The limit on each Redis call; past it the policy's on_store_failure
+	// applies. Default 50ms.
+	Timeout *durationpb.Duration `protobuf:"bytes,2,opt,name=timeout,proto3" json:"timeout,omitempty"`
+	// The Sentinel master name; empty for a single node or a Cluster.
+	MasterName string `protobuf:"bytes,3,opt,name=master_name,json=masterName,proto3" json:"master_name,omitempty"`
+	// The ACL user name.
+	Username string `protobuf:"bytes,4,opt,name=username,proto3" json:"username,omitempty"`
+	// The password: "${ENV_VAR}" or read from password_file; never inline.
+	Password string `protobuf:"bytes,5,opt,name=password,proto3" json:"password,omitempty"`
+	// A file holding the password.
+	PasswordFile string `protobuf:"bytes,6,opt,name=password_file,json=passwordFile,proto3" json:"password_file,omitempty"`
+	// The database number (single node and Sentinel only).
+	Db uint32 `protobuf:"varint,7,opt,name=db,proto3" json:"db,omitempty"`
+	// Connect with TLS.
+	Tls           bool `protobuf:"varint,8,opt,name=tls,proto3" json:"tls,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RedisStore) Reset() {
+	*x = RedisStore{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RedisStore) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RedisStore) ProtoMessage() {}
+
+func (x *RedisStore) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RedisStore.ProtoReflect.Descriptor instead.
+func (*RedisStore) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *RedisStore) GetAddresses() []string {
+	if x != nil {
+		return x.Addresses
+	}
+	return nil
+}
+
+func (x *RedisStore) GetTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.Timeout
+	}
+	return nil
+}
+
+func (x *RedisStore) GetMasterName() string {
+	if x != nil {
+		return x.MasterName
+	}
+	return ""
+}
+
+func (x *RedisStore) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+func (x *RedisStore) GetPassword() string {
+	if x != nil {
+		return x.Password
+	}
+	return ""
+}
+
+func (x *RedisStore) GetPasswordFile() string {
+	if x != nil {
+		return x.PasswordFile
+	}
+	return ""
+}
+
+func (x *RedisStore) GetDb() uint32 {
+	if x != nil {
+		return x.Db
+	}
+	return 0
+}
+
+func (x *RedisStore) GetTls() bool {
+	if x != nil {
+		return x.Tls
+	}
+	return false
+}
+
+// QuotaPolicy is one rate limit or quota.
+type QuotaPolicy struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A unique name, used in headers, metrics and logs.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A CEL expression whose string value keys the counter, e.g.
+	// "principal.subject", "principal.api_key", "source_ip",
+	// 'metadata["x-tenant"]', "route + \":\" + principal.subject".
+	// Variables: principal (subject, api_key, labels, claims), source_ip,
+	// metadata, route, method. Default: the client IP.
+	Key string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	// A rate limit (GCRA): requests per period, with a burst.
+	Rate *Rate `protobuf:"bytes,3,opt,name=rate,proto3" json:"rate,omitempty"`
+	// A calendar quota: requests per UTC day or month.
+	Quota *QuotaLimit `protobuf:"bytes,4,opt,name=quota,proto3" json:"quota,omitempty"`
+	// The routes the policy applies to, by name; empty means every route.
+	Routes []string `protobuf:"bytes,5,rep,name=routes,proto3" json:"routes,omitempty"`
+	// A CEL condition: the policy applies only when it is true.
+	When string `protobuf:"bytes,6,opt,name=when,proto3" json:"when,omitempty"`
+	// When the store fails: "FAIL_OPEN" (default: enforce limit / replicas
+	// in memory) or "FAIL_CLOSED" (refuse with UNAVAILABLE).
+	OnStoreFailure string `protobuf:"bytes,7,opt,name=on_store_failure,json=onStoreFailure,proto3" json:"on_store_failure,omitempty"`
+	// Decide and count, but never refuse: try a limit on live traffic.
+	Shadow        bool `protobuf:"varint,8,opt,name=shadow,proto3" json:"shadow,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaPolicy) Reset() {
+	*x = QuotaPolicy{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaPolicy) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaPolicy) ProtoMessage() {}
+
+func (x *QuotaPolicy) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaPolicy.ProtoReflect.Descriptor instead.
+func (*QuotaPolicy) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *QuotaPolicy) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *QuotaPolicy) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *QuotaPolicy) GetRate() *Rate {
+	if x != nil {
+		return x.Rate
+	}
+	return nil
+}
+
+func (x *QuotaPolicy) GetQuota() *QuotaLimit {
+	if x != nil {
+		return x.Quota
+	}
+	return nil
+}
+
+func (x *QuotaPolicy) GetRoutes() []string {
+	if x != nil {
+		return x.Routes
+	}
+	return nil
+}
+
+func (x *QuotaPolicy) GetWhen() string {
+	if x != nil {
+		return x.When
+	}
+	return ""
+}
+
+func (x *QuotaPolicy) GetOnStoreFailure() string {
+	if x != nil {
+		return x.OnStoreFailure
+	}
+	return ""
+}
+
+func (x *QuotaPolicy) GetShadow() bool {
+	if x != nil {
+		return x.Shadow
+	}
+	return false
+}
+
+// Rate is a GCRA rate limit.
+type Rate struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Requests allowed per period.
+	Requests uint32 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// The period, e.g. "1s", "1m", "1h".
+	Per *durationpb.Duration `protobuf:"bytes,2,opt,name=per,proto3" json:"per,omitempty"`
+	// Extra requests allowed at once above the steady rate. Default 0.
+	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Rate) Reset() {
+	*x = Rate{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Rate) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Rate) ProtoMessage() {}
+
+func (x *Rate) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Rate.ProtoReflect.Descriptor instead.
+func (*Rate) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *Rate) GetRequests() uint32 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *Rate) GetPer() *durationpb.Duration {
+	if x != nil {
+		return x.Per
+	}
+	return nil
+}
+
+func (x *Rate) GetBurst() uint32 {
+	if x != nil {
+		return x.Burst
+	}
+	return 0
+}
+
+// QuotaLimit is a calendar quota.
+type QuotaLimit struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Requests allowed per window.
+	Requests uint64 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
+	// The UTC calendar window: "DAY" or "MONTH".
+	Per           string `protobuf:"bytes,2,opt,name=per,proto3" json:"per,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *QuotaLimit) Reset() {
+	*x = QuotaLimit{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *QuotaLimit) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*QuotaLimit) ProtoMessage() {}
+
+func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use QuotaLimit.ProtoReflect.Descriptor instead.
+func (*QuotaLimit) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *QuotaLimit) GetRequests() uint64 {
+	if x != nil {
+		return x.Requests
+	}
+	return 0
+}
+
+func (x *QuotaLimit) GetPer() string {
+	if x != nil {
+		return x.Per
+	}
+	return ""
+}
+
 // Listener is one address that clients connect to.
 type Listener struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -170,7 +735,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[1]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -182,7 +747,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[1]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -195,7 +760,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Listener) GetName() string {
@@ -240,7 +805,7 @@ type Admin struct {
 
 func (x *Admin) Reset() {
 	*x = Admin{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -252,7 +817,7 @@ func (x *Admin) String() string {
 func (*Admin) ProtoMessage() {}
 
 func (x *Admin) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -265,7 +830,7 @@ func (x *Admin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admin.ProtoReflect.Descriptor instead.
 func (*Admin) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Admin) GetAddress() string {
@@ -312,7 +877,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -324,7 +889,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -337,7 +902,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Limits) GetMaxConcurrentStreams() uint32 {
@@ -410,7 +975,7 @@ type Keepalive struct {
 
 func (x *Keepalive) Reset() {
 	*x = Keepalive{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -422,7 +987,7 @@ func (x *Keepalive) String() string {
 func (*Keepalive) ProtoMessage() {}
 
 func (x *Keepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -435,7 +1000,7 @@ func (x *Keepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keepalive.ProtoReflect.Descriptor instead.
 func (*Keepalive) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Keepalive) GetMinPingInterval() *durationpb.Duration {
@@ -496,13 +1061,17 @@ type Backend struct {
 	CircuitBreaker *CircuitBreaker `protobuf:"bytes,8,opt,name=circuit_breaker,json=circuitBreaker,proto3" json:"circuit_breaker,omitempty"`
 	// Takes single bad endpoints out of rotation for a while.
 	OutlierDetection *OutlierDetection `protobuf:"bytes,9,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Where the gateway learns the backend's schema, for REST transcoding,
+	// validation and reflection at the edge. Without it the backend is
+	// gRPC-only (unless its services are compiled in).
+	Schema        *Schema `protobuf:"bytes,10,opt,name=schema,proto3" json:"schema,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -514,7 +1083,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -527,7 +1096,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Backend) GetName() string {
@@ -593,6 +1162,126 @@ func (x *Backend) GetOutlierDetection() *OutlierDetection {
 	return nil
 }
 
+func (x *Backend) GetSchema() *Schema {
+	if x != nil {
+		return x.Schema
+	}
+	return nil
+}
+
+// Schema names where a backend's protos come from.
+type Schema struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// gRPC server reflection of the backend (grpc.reflection.v1, falling
+	// back to v1alpha), fetched at start, on reload and every
+	// refresh_interval.
+	Reflection *ReflectionSource `protobuf:"bytes,1,opt,name=reflection,proto3" json:"reflection,omitempty"`
+	// A descriptor set file (`buf build -o api.binpb`), reread on reload.
+	DescriptorSet string `protobuf:"bytes,2,opt,name=descriptor_set,json=descriptorSet,proto3" json:"descriptor_set,omitempty"`
+	// Serve `POST /pkg.Service/Method` with a JSON body for methods that have
+	// no google.api.http annotation. Default true.
+	AutoMapping   *bool `protobuf:"varint,3,opt,name=auto_mapping,json=autoMapping,proto3,oneof" json:"auto_mapping,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Schema) Reset() {
+	*x = Schema{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Schema) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Schema) ProtoMessage() {}
+
+func (x *Schema) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Schema.ProtoReflect.Descriptor instead.
+func (*Schema) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *Schema) GetReflection() *ReflectionSource {
+	if x != nil {
+		return x.Reflection
+	}
+	return nil
+}
+
+func (x *Schema) GetDescriptorSet() string {
+	if x != nil {
+		return x.DescriptorSet
+	}
+	return ""
+}
+
+func (x *Schema) GetAutoMapping() bool {
+	if x != nil && x.AutoMapping != nil {
+		return *x.AutoMapping
+	}
+	return false
+}
+
+// ReflectionSource fetches a schema by server reflection.
+type ReflectionSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// How often the schema is fetched again. Default 30s.
+	RefreshInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=refresh_interval,json=refreshInterval,proto3" json:"refresh_interval,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
+}
+
+func (x *ReflectionSource) Reset() {
+	*x = ReflectionSource{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ReflectionSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ReflectionSource) ProtoMessage() {}
+
+func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ReflectionSource.ProtoReflect.Descriptor instead.
+func (*ReflectionSource) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ReflectionSource) GetRefreshInterval() *durationpb.Duration {
+	if x != nil {
+		return x.RefreshInterval
+	}
+	return nil
+}
+
 // HealthCheck sets active health checks with grpc.health.v1 per endpoint.
 type HealthCheck struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -613,7 +1302,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -625,7 +1314,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -638,7 +1327,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *HealthCheck) GetInterval() *durationpb.Duration {
@@ -705,7 +1394,7 @@ type CircuitBreaker struct {
 
 func (x *CircuitBreaker) Reset() {
 	*x = CircuitBreaker{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -717,7 +1406,7 @@ func (x *CircuitBreaker) String() string {
 func (*CircuitBreaker) ProtoMessage() {}
 
 func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -730,7 +1419,7 @@ func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
 func (*CircuitBreaker) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *CircuitBreaker) GetMaxConcurrent() uint32 {
@@ -801,7 +1490,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -813,7 +1502,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -826,7 +1515,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *OutlierDetection) GetConsecutiveFailures() uint32 {
@@ -893,13 +1582,17 @@ type Route struct {
 	// Calls of this route in flight; more are answered at once with
 	// RESOURCE_EXHAUSTED / 503. 0 means no cap of its own.
 	MaxConcurrentCalls uint32 `protobuf:"varint,12,opt,name=max_concurrent_calls,json=maxConcurrentCalls,proto3" json:"max_concurrent_calls,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Validate native gRPC requests against protovalidate rules in the
+	// backend's schema at the edge (it costs a decode). REST requests are
+	// always validated when the schema is known. Default false.
+	ValidateRequests bool `protobuf:"varint,13,opt,name=validate_requests,json=validateRequests,proto3" json:"validate_requests,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -911,7 +1604,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -924,7 +1617,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Route) GetName() string {
@@ -1011,6 +1704,13 @@ func (x *Route) GetMaxConcurrentCalls() uint32 {
 	return 0
 }
 
+func (x *Route) GetValidateRequests() bool {
+	if x != nil {
+		return x.ValidateRequests
+	}
+	return false
+}
+
 // WeightedBackend is one side of a split.
 type WeightedBackend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1024,7 +1724,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1036,7 +1736,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1049,7 +1749,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *WeightedBackend) GetBackend() string {
@@ -1079,7 +1779,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1091,7 +1791,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1104,7 +1804,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Mirror) GetBackend() string {
@@ -1137,7 +1837,7 @@ type MetadataActions struct {
 
 func (x *MetadataActions) Reset() {
 	*x = MetadataActions{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1849,7 @@ func (x *MetadataActions) String() string {
 func (*MetadataActions) ProtoMessage() {}
 
 func (x *MetadataActions) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1862,7 @@ func (x *MetadataActions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataActions.ProtoReflect.Descriptor instead.
 func (*MetadataActions) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *MetadataActions) GetRemove() []string {
@@ -1199,7 +1899,7 @@ type MetadataValue struct {
 
 func (x *MetadataValue) Reset() {
 	*x = MetadataValue{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1211,7 +1911,7 @@ func (x *MetadataValue) String() string {
 func (*MetadataValue) ProtoMessage() {}
 
 func (x *MetadataValue) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1224,7 +1924,7 @@ func (x *MetadataValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataValue.ProtoReflect.Descriptor instead.
 func (*MetadataValue) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *MetadataValue) GetName() string {
@@ -1257,7 +1957,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1269,7 +1969,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1282,7 +1982,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Rewrite) GetService() string {
@@ -1313,7 +2013,7 @@ type DirectResponse struct {
 
 func (x *DirectResponse) Reset() {
 	*x = DirectResponse{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1325,7 +2025,7 @@ func (x *DirectResponse) String() string {
 func (*DirectResponse) ProtoMessage() {}
 
 func (x *DirectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1338,7 +2038,7 @@ func (x *DirectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
 func (*DirectResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *DirectResponse) GetCode() string {
@@ -1374,7 +2074,7 @@ type Timeout struct {
 
 func (x *Timeout) Reset() {
 	*x = Timeout{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1386,7 +2086,7 @@ func (x *Timeout) String() string {
 func (*Timeout) ProtoMessage() {}
 
 func (x *Timeout) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1399,7 +2099,7 @@ func (x *Timeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeout.ProtoReflect.Descriptor instead.
 func (*Timeout) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Timeout) GetDefault() *durationpb.Duration {
@@ -1449,7 +2149,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +2161,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +2174,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -1532,7 +2232,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +2244,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +2257,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Backoff) GetBase() *durationpb.Duration {
@@ -1617,7 +2317,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1629,7 +2329,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1642,7 +2342,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Match) GetMethod() string {
@@ -1740,7 +2440,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1752,7 +2452,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1765,7 +2465,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *PathMatch) GetKind() isPathMatch_Kind {
@@ -1854,7 +2554,7 @@ type MetadataMatch struct {
 
 func (x *MetadataMatch) Reset() {
 	*x = MetadataMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1866,7 +2566,7 @@ func (x *MetadataMatch) String() string {
 func (*MetadataMatch) ProtoMessage() {}
 
 func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1879,7 +2579,7 @@ func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatch.ProtoReflect.Descriptor instead.
 func (*MetadataMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MetadataMatch) GetName() string {
@@ -2015,7 +2715,7 @@ type Logging struct {
 
 func (x *Logging) Reset() {
 	*x = Logging{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2027,7 +2727,7 @@ func (x *Logging) String() string {
 func (*Logging) ProtoMessage() {}
 
 func (x *Logging) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2040,7 +2740,7 @@ func (x *Logging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logging.ProtoReflect.Descriptor instead.
 func (*Logging) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Logging) GetLevel() string {
@@ -2066,7 +2766,7 @@ type Telemetry struct {
 
 func (x *Telemetry) Reset() {
 	*x = Telemetry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2078,7 +2778,7 @@ func (x *Telemetry) String() string {
 func (*Telemetry) ProtoMessage() {}
 
 func (x *Telemetry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2091,7 +2791,7 @@ func (x *Telemetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
 func (*Telemetry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Telemetry) GetTracing() *Tracing {
@@ -2134,7 +2834,7 @@ type Tracing struct {
 
 func (x *Tracing) Reset() {
 	*x = Tracing{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2146,7 +2846,7 @@ func (x *Tracing) String() string {
 func (*Tracing) ProtoMessage() {}
 
 func (x *Tracing) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2159,7 +2859,7 @@ func (x *Tracing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
 func (*Tracing) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Tracing) GetOtlp() *Otlp {
@@ -2205,7 +2905,7 @@ type Otlp struct {
 
 func (x *Otlp) Reset() {
 	*x = Otlp{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2917,7 @@ func (x *Otlp) String() string {
 func (*Otlp) ProtoMessage() {}
 
 func (x *Otlp) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2930,7 @@ func (x *Otlp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Otlp.ProtoReflect.Descriptor instead.
 func (*Otlp) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Otlp) GetEndpoint() string {
@@ -2275,7 +2975,7 @@ type AccessLog struct {
 
 func (x *AccessLog) Reset() {
 	*x = AccessLog{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2287,7 +2987,7 @@ func (x *AccessLog) String() string {
 func (*AccessLog) ProtoMessage() {}
 
 func (x *AccessLog) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2300,7 +3000,7 @@ func (x *AccessLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
 func (*AccessLog) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *AccessLog) GetDisabled() bool {
@@ -2349,7 +3049,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2361,7 +3061,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2374,7 +3074,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Metrics) GetDisabled() bool {
@@ -2412,7 +3112,7 @@ type Audit struct {
 
 func (x *Audit) Reset() {
 	*x = Audit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2424,7 +3124,7 @@ func (x *Audit) String() string {
 func (*Audit) ProtoMessage() {}
 
 func (x *Audit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2437,7 +3137,7 @@ func (x *Audit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Audit.ProtoReflect.Descriptor instead.
 func (*Audit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Audit) GetFile() string {
@@ -2495,7 +3195,7 @@ type AuditCapture struct {
 
 func (x *AuditCapture) Reset() {
 	*x = AuditCapture{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2507,7 +3207,7 @@ func (x *AuditCapture) String() string {
 func (*AuditCapture) ProtoMessage() {}
 
 func (x *AuditCapture) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2520,7 +3220,7 @@ func (x *AuditCapture) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCapture.ProtoReflect.Descriptor instead.
 func (*AuditCapture) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *AuditCapture) GetRoute() string {
@@ -2541,7 +3241,7 @@ var File_gatehouse_config_v1_config_proto protoreflect.FileDescriptor
 
 const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\n" +
-	" gatehouse/config/v1/config.proto\x12\x13gatehouse.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe8\x03\n" +
+	" gatehouse/config/v1/config.proto\x12\x13gatehouse.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc9\x04\n" +
 	"\x06Config\x12E\n" +
 	"\tlisteners\x18\x01 \x03(\v2\x1d.gatehouse.config.v1.ListenerB\b\xbaH\x05\x92\x01\x02\b\x01R\tlisteners\x120\n" +
 	"\x05admin\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.AdminR\x05admin\x128\n" +
@@ -2551,7 +3251,53 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x0eshutdown_grace\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
 	"\xaa\x01\a\"\x03\b\x90\x1c2\x00R\rshutdownGrace\x12<\n" +
 	"\ttelemetry\x18\a \x01(\v2\x1e.gatehouse.config.v1.TelemetryR\ttelemetry\x120\n" +
-	"\x05audit\x18\b \x01(\v2\x1a.gatehouse.config.v1.AuditR\x05audit\"\xd6\x01\n" +
+	"\x05audit\x18\b \x01(\v2\x1a.gatehouse.config.v1.AuditR\x05audit\x12-\n" +
+	"\x04rest\x18\t \x01(\v2\x19.gatehouse.config.v1.RestR\x04rest\x120\n" +
+	"\x05quota\x18\n" +
+	" \x01(\v2\x1a.gatehouse.config.v1.QuotaR\x05quota\"\xe5\x01\n" +
+	"\x04Rest\x12)\n" +
+	"\x10emit_unpopulated\x18\x01 \x01(\bR\x0femitUnpopulated\x12&\n" +
+	"\x0fuse_proto_names\x18\x02 \x01(\bR\ruseProtoNames\x12\"\n" +
+	"\renums_as_ints\x18\x03 \x01(\bR\venumsAsInts\x12!\n" +
+	"\fstrict_query\x18\x04 \x01(\bR\vstrictQuery\x12C\n" +
+	"\x0fforward_headers\x18\x05 \x03(\tB\x1a\xbaH\x17\x92\x01\x14\"\x12r\x102\x0e^[a-z0-9_.-]+$R\x0eforwardHeaders\"\xa2\x01\n" +
+	"\x05Quota\x125\n" +
+	"\x05store\x18\x01 \x01(\v2\x1f.gatehouse.config.v1.QuotaStoreR\x05store\x12$\n" +
+	"\breplicas\x18\x02 \x01(\rB\b\xbaH\x05*\x03\x18\x90NR\breplicas\x12<\n" +
+	"\bpolicies\x18\x03 \x03(\v2 .gatehouse.config.v1.QuotaPolicyR\bpolicies\"C\n" +
+	"\n" +
+	"QuotaStore\x125\n" +
+	"\x05redis\x18\x01 \x01(\v2\x1f.gatehouse.config.v1.RedisStoreR\x05redis\"\xa9\x02\n" +
+	"\n" +
+	"RedisStore\x12&\n" +
+	"\taddresses\x18\x01 \x03(\tB\b\xbaH\x05\x92\x01\x02\b\x01R\taddresses\x12E\n" +
+	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
+	"\"\x02\b\n" +
+	"2\x04\x10\xc0\x84=R\atimeout\x12\x1f\n" +
+	"\vmaster_name\x18\x03 \x01(\tR\n" +
+	"masterName\x12\x1a\n" +
+	"\busername\x18\x04 \x01(\tR\busername\x12\x1f\n" +
+	"\bpassword\x18\x05 \x01(\tB\x03\x80\x01\x01R\bpassword\x12#\n" +
+	"\rpassword_file\x18\x06 \x01(\tR\fpasswordFile\x12\x17\n" +
+	"\x02db\x18\a \x01(\rB\a\xbaH\x04*\x02\x18\x0fR\x02db\x12\x10\n" +
+	"\x03tls\x18\b \x01(\bR\x03tls\"\xd5\x02\n" +
+	"\vQuotaPolicy\x12?\n" +
+	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12-\n" +
+	"\x04rate\x18\x03 \x01(\v2\x19.gatehouse.config.v1.RateR\x04rate\x125\n" +
+	"\x05quota\x18\x04 \x01(\v2\x1f.gatehouse.config.v1.QuotaLimitR\x05quota\x12\x16\n" +
+	"\x06routes\x18\x05 \x03(\tR\x06routes\x12\x12\n" +
+	"\x04when\x18\x06 \x01(\tR\x04when\x12I\n" +
+	"\x10on_store_failure\x18\a \x01(\tB\x1f\xbaH\x1cr\x1aR\x00R\tFAIL_OPENR\vFAIL_CLOSEDR\x0eonStoreFailure\x12\x16\n" +
+	"\x06shadow\x18\b \x01(\bR\x06shadow\"\x82\x01\n" +
+	"\x04Rate\x12#\n" +
+	"\brequests\x18\x01 \x01(\rB\a\xbaH\x04*\x02(\x01R\brequests\x12?\n" +
+	"\x03per\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x12\xbaH\x0f\xaa\x01\f\"\x04\b\x80\xa3\x052\x04\x10\xc0\x84=R\x03per\x12\x14\n" +
+	"\x05burst\x18\x03 \x01(\rR\x05burst\"V\n" +
+	"\n" +
+	"QuotaLimit\x12#\n" +
+	"\brequests\x18\x01 \x01(\x04B\a\xbaH\x042\x02(\x01R\brequests\x12#\n" +
+	"\x03per\x18\x02 \x01(\tB\x11\xbaH\x0er\fR\x03DAYR\x05MONTHR\x03per\"\xd6\x01\n" +
 	"\bListener\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12!\n" +
 	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\x121\n" +
@@ -2579,7 +3325,7 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x14permit_without_calls\x18\x02 \x01(\bR\x12permitWithoutCalls\x12P\n" +
 	"\rping_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
 	"\"\x04\b\x80\xa3\x052\x02\b\x01R\fpingInterval\x12M\n" +
-	"\fping_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\vpingTimeout\"\xff\x05\n" +
+	"\fping_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\vpingTimeout\"\xb4\x06\n" +
 	"\aBackend\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12.\n" +
 	"\tendpoints\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n" +
@@ -2592,10 +3338,22 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x10endpoint_weights\x18\x06 \x03(\v21.gatehouse.config.v1.Backend.EndpointWeightsEntryB\x0f\xbaH\f\x9a\x01\t*\a*\x05\x18\xe8\a(\x01R\x0fendpointWeights\x12C\n" +
 	"\fhealth_check\x18\a \x01(\v2 .gatehouse.config.v1.HealthCheckR\vhealthCheck\x12L\n" +
 	"\x0fcircuit_breaker\x18\b \x01(\v2#.gatehouse.config.v1.CircuitBreakerR\x0ecircuitBreaker\x12R\n" +
-	"\x11outlier_detection\x18\t \x01(\v2%.gatehouse.config.v1.OutlierDetectionR\x10outlierDetection\x1aB\n" +
+	"\x11outlier_detection\x18\t \x01(\v2%.gatehouse.config.v1.OutlierDetectionR\x10outlierDetection\x123\n" +
+	"\x06schema\x18\n" +
+	" \x01(\v2\x1b.gatehouse.config.v1.SchemaR\x06schema\x1aB\n" +
 	"\x14EndpointWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xaa\x02\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xaf\x01\n" +
+	"\x06Schema\x12E\n" +
+	"\n" +
+	"reflection\x18\x01 \x01(\v2%.gatehouse.config.v1.ReflectionSourceR\n" +
+	"reflection\x12%\n" +
+	"\x0edescriptor_set\x18\x02 \x01(\tR\rdescriptorSet\x12&\n" +
+	"\fauto_mapping\x18\x03 \x01(\bH\x00R\vautoMapping\x88\x01\x01B\x0f\n" +
+	"\r_auto_mapping\"j\n" +
+	"\x10ReflectionSource\x12V\n" +
+	"\x10refresh_interval\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
+	"\"\x04\b\x80\xa3\x052\x02\b\x01R\x0frefreshInterval\"\xaa\x02\n" +
 	"\vHealthCheck\x12I\n" +
 	"\binterval\x18\x01 \x01(\v2\x19.google.protobuf.DurationB\x12\xbaH\x0f\xaa\x01\f\"\x03\b\x90\x1c2\x05\x10\x80\xc2\xd7/R\binterval\x12F\n" +
 	"\atimeout\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x02\b<2\x05\x10\x80\xad\xe2\x04R\atimeout\x128\n" +
@@ -2619,7 +3377,7 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\rejection_time\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\fejectionTime\x12>\n" +
 	"\x14max_ejection_percent\x18\x03 \x01(\rB\a\xbaH\x04*\x02\x18dH\x00R\x12maxEjectionPercent\x88\x01\x01\x12H\n" +
 	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\bintervalB\x17\n" +
-	"\x15_max_ejection_percent\"\xa2\x05\n" +
+	"\x15_max_ejection_percent\"\xcf\x05\n" +
 	"\x05Route\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x120\n" +
 	"\x05match\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.MatchR\x05match\x12\x18\n" +
@@ -2634,7 +3392,8 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\atimeout\x18\n" +
 	" \x01(\v2\x1c.gatehouse.config.v1.TimeoutR\atimeout\x120\n" +
 	"\x05retry\x18\v \x01(\v2\x1a.gatehouse.config.v1.RetryR\x05retry\x12;\n" +
-	"\x14max_concurrent_calls\x18\f \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=R\x12maxConcurrentCalls\"V\n" +
+	"\x14max_concurrent_calls\x18\f \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=R\x12maxConcurrentCalls\x12+\n" +
+	"\x11validate_requests\x18\r \x01(\bR\x10validateRequests\"V\n" +
 	"\x0fWeightedBackend\x12!\n" +
 	"\abackend\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\abackend\x12 \n" +
 	"\x06weight\x18\x02 \x01(\rB\b\xbaH\x05*\x03\x18\x90NR\x06weight\"^\n" +
@@ -2758,100 +3517,121 @@ func file_gatehouse_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_gatehouse_config_v1_config_proto_rawDescData
 }
 
-var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
 var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Config)(nil),              // 0: gatehouse.config.v1.Config
-	(*Listener)(nil),            // 1: gatehouse.config.v1.Listener
-	(*Admin)(nil),               // 2: gatehouse.config.v1.Admin
-	(*Limits)(nil),              // 3: gatehouse.config.v1.Limits
-	(*Keepalive)(nil),           // 4: gatehouse.config.v1.Keepalive
-	(*Backend)(nil),             // 5: gatehouse.config.v1.Backend
-	(*HealthCheck)(nil),         // 6: gatehouse.config.v1.HealthCheck
-	(*CircuitBreaker)(nil),      // 7: gatehouse.config.v1.CircuitBreaker
-	(*OutlierDetection)(nil),    // 8: gatehouse.config.v1.OutlierDetection
-	(*Route)(nil),               // 9: gatehouse.config.v1.Route
-	(*WeightedBackend)(nil),     // 10: gatehouse.config.v1.WeightedBackend
-	(*Mirror)(nil),              // 11: gatehouse.config.v1.Mirror
-	(*MetadataActions)(nil),     // 12: gatehouse.config.v1.MetadataActions
-	(*MetadataValue)(nil),       // 13: gatehouse.config.v1.MetadataValue
-	(*Rewrite)(nil),             // 14: gatehouse.config.v1.Rewrite
-	(*DirectResponse)(nil),      // 15: gatehouse.config.v1.DirectResponse
-	(*Timeout)(nil),             // 16: gatehouse.config.v1.Timeout
-	(*Retry)(nil),               // 17: gatehouse.config.v1.Retry
-	(*Backoff)(nil),             // 18: gatehouse.config.v1.Backoff
-	(*Match)(nil),               // 19: gatehouse.config.v1.Match
-	(*PathMatch)(nil),           // 20: gatehouse.config.v1.PathMatch
-	(*MetadataMatch)(nil),       // 21: gatehouse.config.v1.MetadataMatch
-	(*Logging)(nil),             // 22: gatehouse.config.v1.Logging
-	(*Telemetry)(nil),           // 23: gatehouse.config.v1.Telemetry
-	(*Tracing)(nil),             // 24: gatehouse.config.v1.Tracing
-	(*Otlp)(nil),                // 25: gatehouse.config.v1.Otlp
-	(*AccessLog)(nil),           // 26: gatehouse.config.v1.AccessLog
-	(*Metrics)(nil),             // 27: gatehouse.config.v1.Metrics
-	(*Audit)(nil),               // 28: gatehouse.config.v1.Audit
-	(*AuditCapture)(nil),        // 29: gatehouse.config.v1.AuditCapture
-	nil,                         // 30: gatehouse.config.v1.Backend.EndpointWeightsEntry
-	(*durationpb.Duration)(nil), // 31: google.protobuf.Duration
+	(*Rest)(nil),                // 1: gatehouse.config.v1.Rest
+	(*Quota)(nil),               // 2: gatehouse.config.v1.Quota
+	(*QuotaStore)(nil),          // 3: gatehouse.config.v1.QuotaStore
+	(*RedisStore)(nil),          // 4: gatehouse.config.v1.RedisStore
+	(*QuotaPolicy)(nil),         // 5: gatehouse.config.v1.QuotaPolicy
+	(*Rate)(nil),                // 6: gatehouse.config.v1.Rate
+	(*QuotaLimit)(nil),          // 7: gatehouse.config.v1.QuotaLimit
+	(*Listener)(nil),            // 8: gatehouse.config.v1.Listener
+	(*Admin)(nil),               // 9: gatehouse.config.v1.Admin
+	(*Limits)(nil),              // 10: gatehouse.config.v1.Limits
+	(*Keepalive)(nil),           // 11: gatehouse.config.v1.Keepalive
+	(*Backend)(nil),             // 12: gatehouse.config.v1.Backend
+	(*Schema)(nil),              // 13: gatehouse.config.v1.Schema
+	(*ReflectionSource)(nil),    // 14: gatehouse.config.v1.ReflectionSource
+	(*HealthCheck)(nil),         // 15: gatehouse.config.v1.HealthCheck
+	(*CircuitBreaker)(nil),      // 16: gatehouse.config.v1.CircuitBreaker
+	(*OutlierDetection)(nil),    // 17: gatehouse.config.v1.OutlierDetection
+	(*Route)(nil),               // 18: gatehouse.config.v1.Route
+	(*WeightedBackend)(nil),     // 19: gatehouse.config.v1.WeightedBackend
+	(*Mirror)(nil),              // 20: gatehouse.config.v1.Mirror
+	(*MetadataActions)(nil),     // 21: gatehouse.config.v1.MetadataActions
+	(*MetadataValue)(nil),       // 22: gatehouse.config.v1.MetadataValue
+	(*Rewrite)(nil),             // 23: gatehouse.config.v1.Rewrite
+	(*DirectResponse)(nil),      // 24: gatehouse.config.v1.DirectResponse
+	(*Timeout)(nil),             // 25: gatehouse.config.v1.Timeout
+	(*Retry)(nil),               // 26: gatehouse.config.v1.Retry
+	(*Backoff)(nil),             // 27: gatehouse.config.v1.Backoff
+	(*Match)(nil),               // 28: gatehouse.config.v1.Match
+	(*PathMatch)(nil),           // 29: gatehouse.config.v1.PathMatch
+	(*MetadataMatch)(nil),       // 30: gatehouse.config.v1.MetadataMatch
+	(*Logging)(nil),             // 31: gatehouse.config.v1.Logging
+	(*Telemetry)(nil),           // 32: gatehouse.config.v1.Telemetry
+	(*Tracing)(nil),             // 33: gatehouse.config.v1.Tracing
+	(*Otlp)(nil),                // 34: gatehouse.config.v1.Otlp
+	(*AccessLog)(nil),           // 35: gatehouse.config.v1.AccessLog
+	(*Metrics)(nil),             // 36: gatehouse.config.v1.Metrics
+	(*Audit)(nil),               // 37: gatehouse.config.v1.Audit
+	(*AuditCapture)(nil),        // 38: gatehouse.config.v1.AuditCapture
+	nil,                         // 39: gatehouse.config.v1.Backend.EndpointWeightsEntry
+	(*durationpb.Duration)(nil), // 40: google.protobuf.Duration
 }
 var file_gatehouse_config_v1_config_proto_depIdxs = []int32{
-	1,  // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
-	2,  // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
-	5,  // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
-	9,  // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
-	22, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
-	31, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
-	23, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
-	28, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
-	3,  // 8: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
-	31, // 9: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
-	31, // 10: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	4,  // 11: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
-	31, // 12: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
-	31, // 13: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
-	31, // 14: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
-	31, // 15: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
-	30, // 16: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
-	6,  // 17: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
-	7,  // 18: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
-	8,  // 19: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
-	31, // 20: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	31, // 21: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	31, // 22: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
-	31, // 23: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
-	31, // 24: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	19, // 25: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
-	10, // 26: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
-	11, // 27: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
-	12, // 28: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
-	14, // 29: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
-	15, // 30: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
-	16, // 31: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
-	17, // 32: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
-	13, // 33: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
-	13, // 34: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
-	31, // 35: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
-	31, // 36: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
-	31, // 37: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
-	18, // 38: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
-	31, // 39: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
-	31, // 40: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
-	31, // 41: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
-	21, // 42: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
-	21, // 43: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
-	21, // 44: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
-	20, // 45: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
-	21, // 46: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
-	24, // 47: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
-	26, // 48: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
-	27, // 49: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
-	25, // 50: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
-	31, // 51: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
-	29, // 52: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
-	53, // [53:53] is the sub-list for method output_type
-	53, // [53:53] is the sub-list for method input_type
-	53, // [53:53] is the sub-list for extension type_name
-	53, // [53:53] is the sub-list for extension extendee
-	0,  // [0:53] is the sub-list for field type_name
+	8,  // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
+	9,  // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
+	12, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
+	18, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
+	31, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
+	40, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
+	32, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
+	37, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
+	1,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
+	2,  // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
+	3,  // 10: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
+	5,  // 11: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
+	4,  // 12: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
+	40, // 13: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
+	6,  // 14: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
+	7,  // 15: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
+	40, // 16: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
+	10, // 17: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
+	40, // 18: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
+	40, // 19: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	11, // 20: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
+	40, // 21: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
+	40, // 22: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
+	40, // 23: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
+	40, // 24: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
+	39, // 25: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
+	15, // 26: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
+	16, // 27: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
+	17, // 28: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
+	13, // 29: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
+	14, // 30: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
+	40, // 31: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
+	40, // 32: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	40, // 33: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	40, // 34: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
+	40, // 35: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
+	40, // 36: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	28, // 37: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
+	19, // 38: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
+	20, // 39: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
+	21, // 40: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
+	23, // 41: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
+	24, // 42: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
+	25, // 43: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
+	26, // 44: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
+	22, // 45: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
+	22, // 46: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
+	40, // 47: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
+	40, // 48: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
+	40, // 49: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
+	27, // 50: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
+	40, // 51: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
+	40, // 52: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
+	40, // 53: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
+	30, // 54: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
+	30, // 55: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
+	30, // 56: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
+	29, // 57: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
+	30, // 58: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
+	33, // 59: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
+	35, // 60: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
+	36, // 61: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
+	34, // 62: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
+	40, // 63: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
+	38, // 64: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
+	65, // [65:65] is the sub-list for method output_type
+	65, // [65:65] is the sub-list for method input_type
+	65, // [65:65] is the sub-list for extension type_name
+	65, // [65:65] is the sub-list for extension extendee
+	0,  // [0:65] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_config_v1_config_proto_init() }
@@ -2859,16 +3639,17 @@ func file_gatehouse_config_v1_config_proto_init() {
 	if File_gatehouse_config_v1_config_proto != nil {
 		return
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[3].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[7].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[8].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[10].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[13].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[20].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[26].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[29].OneofWrappers = []any{
 		(*PathMatch_Exact)(nil),
 		(*PathMatch_Prefix)(nil),
 		(*PathMatch_Regex)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[21].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[30].OneofWrappers = []any{
 		(*MetadataMatch_Exact)(nil),
 		(*MetadataMatch_Prefix)(nil),
 		(*MetadataMatch_Suffix)(nil),
@@ -2876,16 +3657,16 @@ func file_gatehouse_config_v1_config_proto_init() {
 		(*MetadataMatch_Present)(nil),
 		(*MetadataMatch_Absent)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[25].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[26].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[33].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[34].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[35].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_config_v1_config_proto_rawDesc), len(file_gatehouse_config_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   31,
+			NumMessages:   40,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
