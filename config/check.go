@@ -79,6 +79,8 @@ func check(cfg *configv1.Config, probs *problems, skip broken) {
 			c.match(p.field("match"), m)
 		}
 	}
+	c.checkTelemetry(cfg)
+	c.checkResilience(cfg)
 }
 
 // routeAction checks that a route has exactly one action (backend, split

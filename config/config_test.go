@@ -246,6 +246,7 @@ func TestDefaults(t *testing.T) {
 		KeepalivePermitWithoutCalls: false,
 		KeepalivePing:               2 * time.Hour,
 		KeepaliveTimeout:            20 * time.Second,
+		MaxConcurrentCalls:          10000,
 	}
 	if got := config.ListenerLimits(nil); got != want {
 		t.Errorf("ListenerLimits(nil):\ngot  %+v\nwant %+v", got, want)

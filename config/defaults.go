@@ -44,6 +44,9 @@ type Limits struct {
 	// KeepaliveTimeout is how long the gateway waits for a ping's answer
 	// before closing the connection.
 	KeepaliveTimeout time.Duration
+	// MaxConcurrentCalls caps the calls in flight on the whole listener;
+	// more are refused at once with RESOURCE_EXHAUSTED. 0 is no cap.
+	MaxConcurrentCalls int
 }
 
 // defaults holds every default of the configuration, in one literal. The
@@ -53,6 +56,9 @@ var defaults = struct {
 	shutdownGrace time.Duration
 	protocol      string
 	logLevel      string
+	telemetry     TelemetrySettings
+	audit         AuditSettings
+	resilience    resilienceDefaults
 }{
 	limits: Limits{
 		MaxConcurrentStreams:        100,
@@ -64,10 +70,41 @@ var defaults = struct {
 		KeepalivePermitWithoutCalls: false,
 		KeepalivePing:               2 * time.Hour,
 		KeepaliveTimeout:            20 * time.Second,
+		MaxConcurrentCalls:          10000,
 	},
 	shutdownGrace: 30 * time.Second,
 	protocol:      ProtocolShared,
 	logLevel:      "info",
+	telemetry: TelemetrySettings{
+		OTLPProtocol:        "GRPC",
+		SamplingRatio:       1,
+		ServiceName:         "gatehouse",
+		QueueSize:           2048,
+		AccessLogFile:       "-",
+		SampleSuccesses:     1,
+		AccessLogMaxSizeMB:  100,
+		AccessLogMaxBackups: 5,
+		Metrics:             true,
+	},
+	audit: AuditSettings{
+		Fsync:         "PER_RECORD",
+		FsyncInterval: time.Second,
+		OnSinkFailure: "FAIL_CLOSED",
+	},
+	resilience: resilienceDefaults{
+		dnsRefresh:         30 * time.Second,
+		loadBalancing:      "ROUND_ROBIN",
+		health:             HealthCheckSettings{Interval: 5 * time.Second, Timeout: time.Second, UnhealthyThreshold: 3, HealthyThreshold: 1},
+		breaker: BreakerSettings{
+			MaxConcurrent: 1024, MaxPending: 1024, ConsecutiveFailures: 5,
+			MinRequests: 20, Window: 10 * time.Second, OpenFor: 30 * time.Second, HalfOpenProbes: 1,
+		},
+		outlier: OutlierSettings{ConsecutiveFailures: 5, EjectionTime: 30 * time.Second, MaxEjectionPercent: 50, Interval: time.Second},
+		retry: RetrySettings{
+			On: []string{"UNAVAILABLE"}, BackoffBase: 25 * time.Millisecond, BackoffMax: 250 * time.Millisecond,
+			BudgetPercent: 20, BufferBytes: 65536,
+		},
+	},
 }
 
 // DefaultLimits returns the limits of a listener that sets none.
@@ -82,6 +119,9 @@ func ListenerLimits(l *configv1.Listener) Limits {
 	cl := l.GetLimits()
 	if cl == nil {
 		return lim
+	}
+	if cl.MaxConcurrentCalls != nil {
+		lim.MaxConcurrentCalls = int(cl.GetMaxConcurrentCalls())
 	}
 	if cl.MaxConcurrentStreams != nil {
 		lim.MaxConcurrentStreams = cl.GetMaxConcurrentStreams()

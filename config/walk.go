@@ -50,6 +50,10 @@ func (w *walker) message(p path, md protoreflect.MessageDescriptor, v any) (out 
 		if fd == nil {
 			fd = fields.ByJSONName(k)
 		}
+		if fd == nil && k == "true" {
+			// YAML 1.1 reads the key `on` (Retry.on) as the boolean true.
+			fd = fields.ByName("on")
+		}
 		if fd == nil {
 			w.errorf(p.field(k), "unknown field %q", k)
 			continue

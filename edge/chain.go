@@ -17,9 +17,18 @@ import (
 //  2. requestid: accepts or mints x-request-id before anything logs, so
 //     that every line about the call carries it and the backend sees it.
 //  3. accesslog: times the whole call below it and writes one line when it
-//     ends, with the route and backend the router recorded.
-//  4. validate:  refuses invalid requests before they reach a handler or a
+//     ends, with the route and backend the router recorded, and sees the
+//     UNAVAILABLE of a call that audit refused.
+//  4. audit:     (when audit is configured) records who did what with which
+//     decision and outcome, after the call; fails it closed when the
+//     audit trail is down and on_sink_failure says so. Outside validate,
+//     so that refused invalid requests are audited too.
+//  5. validate:  refuses invalid requests before they reach a handler or a
 //     backend.
+//
+// Outside the chain, the server's stats handler (telemetry.go) attaches the
+// callinfo.Info that every layer shares, counts the call and makes its
+// server span, so the chain's interceptors already run inside the span.
 //
 // Proxied calls pass only through stream interceptors, so every concern has
 // a stream variant; unary variants serve the gateway's own services.
@@ -30,8 +39,9 @@ func (g *Gateway) streamChain() []grpc.StreamServerInterceptor {
 		requestid.StreamServerInterceptor(),
 	}
 	if g.opts.accessLogger != nil {
-		c = append(c, accesslog.StreamServerInterceptor(g.opts.accessLogger, accesslog.WithRequestID(requestid.FromContext)))
+		c = append(c, accesslog.StreamServerInterceptor(g.opts.accessLogger, g.accessLogOptions()...))
 	}
+	c = append(c, g.obs.audit.stream()...)
 	return append(c, validate.StreamServerInterceptor(g.validator, validate.WithRequestTypes(compiledInRequestType)))
 }
 
@@ -41,8 +51,9 @@ func (g *Gateway) unaryChain() []grpc.UnaryServerInterceptor {
 		requestid.UnaryServerInterceptor(),
 	}
 	if g.opts.accessLogger != nil {
-		c = append(c, accesslog.UnaryServerInterceptor(g.opts.accessLogger, accesslog.WithRequestID(requestid.FromContext)))
+		c = append(c, accesslog.UnaryServerInterceptor(g.opts.accessLogger, g.accessLogOptions()...))
 	}
+	c = append(c, g.obs.audit.unary()...)
 	return append(c, validate.UnaryServerInterceptor(g.validator))
 }
 

@@ -20,7 +20,6 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
-	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -33,17 +32,22 @@ type Gateway struct {
 
 	pool   *upstream.Pool
 	router *routing.Router
-	health *health.Server
+	health *drainingHealth
 	codec  *routing.Codec
 	// validator checks protovalidate rules; built once, it caches the
 	// compiled rules of every message type it has seen.
 	validator protovalidate.Validator
 
-	servers []*server // client listeners
-	admin   *server   // nil when admin is off
+	servers   []*server // client listeners
+	directors []*routing.Director
+	admin     *server // nil when admin is off
 
 	stopHealth context.CancelFunc
 	healthDone chan struct{}
+
+	reload reloadState    // the config in force and reload stats (reload.go)
+	obs    *observability // metrics, tracing and audit trail (telemetry.go)
+	watch  *watcher       // the config file watcher; nil when off (watch.go)
 
 	mu       sync.Mutex
 	started  bool
@@ -62,14 +66,17 @@ func New(cfg *configv1.Config, opts ...Option) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	specs := make([]upstream.Spec, 0, len(cfg.GetBackends()))
-	for _, b := range cfg.GetBackends() {
-		specs = append(specs, upstream.Spec{Name: b.GetName(), Endpoints: b.GetEndpoints()})
-	}
-	pool, err := upstream.New(specs)
+	specs := backendSpecs(cfg) // reload.go: one place turns config into specs
+	obs, err := newObservability(cfg, o)
 	if err != nil {
 		return nil, err
 	}
+	pool, err := upstream.New(specs, append(obs.upstreamOptions(), o.upstream...)...)
+	if err != nil {
+		obs.shutdown(context.Background())
+		return nil, err
+	}
+	obs.watchPool(pool)
 	validator, err := protovalidate.New()
 	if err != nil {
 		pool.Close()
@@ -82,11 +89,13 @@ func New(cfg *configv1.Config, opts ...Option) (*Gateway, error) {
 		log:       o.logger,
 		pool:      pool,
 		router:    routing.NewRouter(table, pool),
-		health:    health.NewServer(),
+		health:    newDrainingHealth(),
 		codec:     routing.NewCodec(),
+		obs:       obs,
 	}
 	// Not serving until the backends are known to be reachable.
 	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	g.initReload(cfg)
 	return g, nil
 }
 
@@ -109,6 +118,13 @@ func (g *Gateway) Start(ctx context.Context) error {
 		for _, l := range bound {
 			_ = l.Close()
 		}
+		// Servers built so far serve their in-process listener already.
+		for _, s := range append(g.servers, g.admin) {
+			if s != nil {
+				s.stop()
+			}
+		}
+		g.servers, g.admin = nil, nil
 		g.pool.Close()
 		return err
 	}
@@ -143,6 +159,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	g.stopHealth = cancel
 	g.healthDone = make(chan struct{})
 	go g.watchHealth(hctx)
+	g.startWatch()
 
 	all := g.allServers()
 	g.serveErr = make(chan error, len(all))
@@ -204,7 +221,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 	started := g.started
 	g.mu.Unlock()
 
-	g.health.Shutdown() // every status NOT_SERVING: readiness turns false first
+	g.health.drain()  // every status NOT_SERVING, Watch streams end: readiness turns false first
+	g.drainDelay(ctx) // shed.go: let probes and balancers see it first
+	g.stopWatch()     // no reload while draining
 	if started {
 		var wg sync.WaitGroup
 		// Client listeners first, so that the admin listener keeps answering
@@ -221,12 +240,16 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 			<-g.healthDone
 		}
 	}
+	for _, d := range g.directors {
+		d.Close() // mirror calls still in flight end now
+	}
+	g.obs.shutdown(ctx) // after the drain: every call's audit record is in
 	g.pool.Close()
 	return nil
 }
 
 // ShutdownGrace is the configured drain period.
-func (g *Gateway) ShutdownGrace() time.Duration { return config.ShutdownGrace(g.cfg) }
+func (g *Gateway) ShutdownGrace() time.Duration { return config.ShutdownGrace(g.Config()) }
 
 // newGRPCServer makes a grpc.Server with the listener's limits, the
 // interceptor chain and the raw-frame codec. When proxy is true, methods it
@@ -239,10 +262,13 @@ func (g *Gateway) newGRPCServer(l config.Limits, proxy bool) *grpc.Server {
 		grpc.ChainUnaryInterceptor(g.unaryChain()...),
 	)
 	if proxy {
-		d := routing.NewDirector(g.router,
+		d := routing.NewDirector(g.withCallPolicies(g.router), // resilience.go
 			routing.WithCallOptions(grpc.MaxCallRecvMsgSize(l.MaxMessageBytes), grpc.MaxCallSendMsgSize(l.MaxMessageBytes)),
 		)
+		g.directors = append(g.directors, d)
 		opts = append(opts, grpc.UnknownServiceHandler(d.Handler))
+		opts = append(opts, shedOptions(l.MaxConcurrentCalls)...) // shed.go
+		opts = append(opts, g.obs.serverOptions()...)
 	}
 	s := grpc.NewServer(opts...)
 	healthpb.RegisterHealthServer(s, g.health)
@@ -267,6 +293,7 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 	mux := newRESTMux()
 	for _, reg := range g.opts.rest {
 		if err := reg(ctx, mux, s.conn); err != nil {
+			s.stop()
 			return nil, err
 		}
 	}
@@ -293,7 +320,7 @@ func (g *Gateway) newAdminServer(ctx context.Context, lis net.Listener) (*server
 	if err := registerHealthRoutes(mux, healthpb.NewHealthClient(s.conn)); err != nil {
 		return nil, err
 	}
-	s.rest = limitBody(mux, int64(limits.MaxMessageBytes))
+	s.rest = g.adminHTTP(limitBody(mux, int64(limits.MaxMessageBytes))) // /metrics, pprof: telemetry.go
 	s.http = newHTTPServer(s, limits)
 	return s, nil
 }

@@ -3,6 +3,8 @@ package edge
 import (
 	"log/slog"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/upstream"
 )
 
 // Option configures a Gateway.
@@ -15,12 +17,22 @@ type options struct {
 	accessLogger   *slog.Logger // one line per call; nil turns it off
 	rest           []RESTRegistrar
 	healthInterval time.Duration
+	telemetry      telemetryOptions  // telemetry.go
+	upstream       []upstream.Option // resilience.go
+	drainDelay     time.Duration     // shed.go
+
+	// Live configuration (reload.go, watch.go).
+	configFile    string         // the config file; "" for none
+	watchDebounce time.Duration  // quiet time before a changed file is read; < 0: no watch
+	reloadHook    func(ok bool)  // called after each reload attempt
+	levelVar      *slog.LevelVar // follows logging.level on reload; nil: not live
 }
 
 func defaultOptions() options {
 	return options{
 		logger:         discardLogger(),
 		healthInterval: 500 * time.Millisecond,
+		watchDebounce:  250 * time.Millisecond,
 	}
 }
 
@@ -58,4 +70,32 @@ func WithHealthInterval(d time.Duration) Option {
 			o.healthInterval = d
 		}
 	})
+}
+
+// WithConfigFile names the file the config was loaded from. The gateway
+// then reloads it on ReloadFile and the admin API's ReloadConfig, and
+// watches it (see WithConfigWatchDebounce). Default: none.
+func WithConfigFile(path string) Option {
+	return optionFunc(func(o *options) { o.configFile = path })
+}
+
+// WithConfigWatchDebounce sets how long the config file must stay unchanged
+// after a change is seen before it is read, so that a burst of writes
+// reloads once. A negative value turns watching off. Default 250ms.
+func WithConfigWatchDebounce(d time.Duration) Option {
+	return optionFunc(func(o *options) { o.watchDebounce = d })
+}
+
+// WithReloadHook sets a function called after each reload attempt with its
+// outcome (for metrics). It is called without locks held, once per attempt,
+// possibly from several goroutines in turn; it must not block.
+func WithReloadHook(f func(ok bool)) Option {
+	return optionFunc(func(o *options) { o.reloadHook = f })
+}
+
+// WithLogLevel makes logging.level live: the gateway sets v from the config
+// at New and on every reload. v should be the level of the logger given with
+// WithLogger. Default: nil, and logging.level needs a restart.
+func WithLogLevel(v *slog.LevelVar) Option {
+	return optionFunc(func(o *options) { o.levelVar = v })
 }

@@ -29,8 +29,13 @@ type Director struct {
 	// proxied as one bidi stream, which carries unary and half-streaming
 	// calls unchanged on the wire.
 	desc grpc.StreamDesc
-	// shadows counts mirror calls in flight (see mirror.go).
-	shadows sync.WaitGroup
+	// shadows counts mirror calls in flight (see mirror.go); base ends them
+	// when the director is closed.
+	shadows    sync.WaitGroup
+	base       context.Context
+	cancelBase context.CancelFunc
+	// policies applies routes' timeouts and concurrency caps (policy.go).
+	policies policies
 }
 
 // NewDirector returns a Director that sends each call where r says.
@@ -44,10 +49,14 @@ func NewDirector(r Resolver, opts ...Option) *Director {
 	callOpts := make([]grpc.CallOption, 0, 1+len(o.callOptions))
 	callOpts = append(callOpts, o.callOptions...)
 	callOpts = append(callOpts, grpc.ForceCodecV2(NewCodec())) // last, so it wins
+	base, cancelBase := context.WithCancel(context.Background())
 	return &Director{
-		resolver: r,
-		opts:     o,
-		callOpts: callOpts,
+		policies:   policies{clock: realClock{}},
+		base:       base,
+		cancelBase: cancelBase,
+		resolver:   r,
+		opts:       o,
+		callOpts:   callOpts,
 		desc: grpc.StreamDesc{
 			StreamName:    "gatehouse.proxy",
 			ServerStreams: true,
@@ -90,6 +99,11 @@ func (d *Director) Handler(_ any, ss grpc.ServerStream) error {
 		return status.Errorf(codes.Unavailable, "routing: no connection to backend %q", t.Backend)
 	}
 
+	ctx, pc, err := d.policies.begin(ctx, t) // route cap, deadline, idle timeout
+	if err != nil {
+		return err
+	}
+	ss = pc.wrap(ss)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	outMD := d.sanitizeRequest(ctx, md)
@@ -102,10 +116,13 @@ func (d *Director) Handler(_ any, ss grpc.ServerStream) error {
 	if t.Mirror != nil {
 		sh = d.startShadow(ctx, t.Mirror, method, outMD.Copy())
 	}
+	if hedgeDelay(t) > 0 {
+		return pc.end(d.hedge(outCtx, ss, t, method, sh))
+	}
 	cs, err := t.Conn.NewStream(outCtx, &d.desc, method, d.callOpts...)
 	if err != nil {
 		sh.close()
-		return statusError(err)
+		return pc.end(statusError(err))
 	}
 
 	// reqErr receives the one result of the request pump: nil once the
@@ -113,7 +130,7 @@ func (d *Director) Handler(_ any, ss grpc.ServerStream) error {
 	// the error that ended it.
 	reqErr := make(chan error, 1)
 	go forwardRequests(ss, cs, reqErr, cancel, sh)
-	return forwardResponses(ss, cs, reqErr)
+	return pc.end(forwardResponses(ss, cs, reqErr))
 }
 
 // forwardRequests pumps messages from the client (ss) to the backend (cs)

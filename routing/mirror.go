@@ -31,10 +31,12 @@ type shadow struct {
 func (d *Director) startShadow(ctx context.Context, sh *Shadow, method string, md metadata.MD) *shadow {
 	s := &shadow{frames: make(chan Frame, shadowBuffer)}
 	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), shadowTimeout)
+	stop := context.AfterFunc(d.base, cancel) // Close ends shadows at once
 	sctx = metadata.NewOutgoingContext(sctx, md)
 	d.shadows.Add(1)
 	go func() {
 		defer d.shadows.Done()
+		defer stop()
 		defer cancel()
 		cs, err := sh.Conn.NewStream(sctx, &d.desc, method, d.callOpts...)
 		if err != nil {
@@ -90,6 +92,10 @@ func drain(ch chan Frame) {
 	}
 }
 
-// WaitShadows blocks until every mirror call started so far has ended (for
-// shutdown and tests).
-func (d *Director) WaitShadows() { d.shadows.Wait() }
+// Close cancels the mirror calls still in flight and waits for them to
+// end. Calls proxied after Close are not mirrored to a live backend: their
+// shadows end at once.
+func (d *Director) Close() {
+	d.cancelBase()
+	d.shadows.Wait()
+}

@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/gatehouse-dev/gatehouse/examples/demo"
 	"github.com/gatehouse-dev/gatehouse/edge"
+	"github.com/gatehouse-dev/gatehouse/examples/demo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/interop"
@@ -20,8 +20,8 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
-	greeterv1 "github.com/gatehouse-dev/gatehouse/gen/examples/greeter/v1"
 	"github.com/gatehouse-dev/gatehouse/examples/greeter"
+	greeterv1 "github.com/gatehouse-dev/gatehouse/gen/examples/greeter/v1"
 )
 
 // echoBackend serves the interop TestService and answers each call with

@@ -1,7 +1,11 @@
 package upstream
 
 import (
+	"net"
+	"time"
+
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 )
@@ -18,6 +22,13 @@ type options struct {
 	// dialOptions are added to every backend connection's dial options,
 	// after the pool's own.
 	dialOptions []grpc.DialOption
+	// clock drives health check intervals, ejections and DNS refresh.
+	clock Clock
+	// lookupHost resolves DNS endpoints.
+	lookupHost LookupHostFunc
+	// drainGrace bounds how long a removed backend's connections stay
+	// open for their calls in flight.
+	drainGrace time.Duration
 }
 
 type funcOption func(*options)
@@ -31,17 +42,37 @@ func WithTransportCredentials(c credentials.TransportCredentials) Option {
 }
 
 // WithDialOptions adds dial options to every backend connection, after the
-// pool's own (so they win): for example a stats handler, keepalive
-// parameters or a default service config with a retryPolicy. A service
-// config must keep the pool's load balancing policy (see
-// [BalancerServiceConfig]) or endpoint states are no longer reported.
-// Repeated uses add up.
+// pool's own (so they win): for example a stats handler or keepalive
+// parameters. A service config must keep the pool's load balancing policy
+// (see [BalancerServiceConfig]) or endpoint states are no longer reported,
+// and replaces the retry policy of routes. Repeated uses add up.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return funcOption(func(o *options) { o.dialOptions = append(o.dialOptions, opts...) })
 }
 
+// WithConnectTimeout bounds how long connecting to one endpoint (TCP and
+// the HTTP/2 handshake) may take before it counts as failed (grpc-go's
+// MinConnectTimeout; its default is 20s).
+func WithConnectTimeout(d time.Duration) Option {
+	return WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: d}))
+}
+
+// WithClock sets the clock of health checks, ejections and DNS refresh
+// (for tests). Default: the real one.
+func WithClock(c Clock) Option {
+	return funcOption(func(o *options) { o.clock = c })
+}
+
+// WithLookupHost sets the DNS lookup of DNS discovery. Default:
+// net.DefaultResolver.LookupHost.
+func WithLookupHost(f LookupHostFunc) Option {
+	return funcOption(func(o *options) { o.lookupHost = f })
+}
+
 func defaultOptions() options {
 	return options{
-		creds: insecure.NewCredentials(),
+		creds:      insecure.NewCredentials(),
+		clock:      realClock{},
+		lookupHost: net.DefaultResolver.LookupHost,
 	}
 }

@@ -218,11 +218,18 @@ func TestUpdate(t *testing.T) {
 	if c, _ := p.Conn("moved"); c != moved {
 		t.Error("Update replaced the connection of a backend whose endpoints changed")
 	}
-	if _, ok := p.Conn("removed"); ok {
-		t.Error("removed backend still present")
+	for _, bs := range p.Backends() {
+		if bs.Name == "removed" {
+			t.Error("removed backend still listed")
+		}
 	}
-	if s := removed.(*grpc.ClientConn).GetState(); s != connectivity.Shutdown {
-		t.Errorf("removed backend's connection is %v, want SHUTDOWN", s)
+	// No call in flight: the removed backend's drain closes it at once,
+	// and then Conn no longer finds it.
+	waitFor(t, "removed backend's connection to shut down", func() bool {
+		return connState(removed) == connectivity.Shutdown
+	})
+	if _, ok := p.Conn("removed"); ok {
+		t.Error("removed backend still present after its drain")
 	}
 	waitFor(t, "moved backend to use its new endpoint", func() bool {
 		return servedBy(t, client(t, p, "moved")) == b
@@ -244,7 +251,7 @@ func TestUpdate(t *testing.T) {
 	if err := p.Update(nil); err == nil {
 		t.Error("Update after Close succeeded")
 	}
-	if s := kept.(*grpc.ClientConn).GetState(); s != connectivity.Shutdown {
+	if s := connState(kept); s != connectivity.Shutdown {
 		t.Errorf("after Close kept is %v, want SHUTDOWN", s)
 	}
 }
@@ -278,4 +285,16 @@ func TestInvalidSpecs(t *testing.T) {
 	if after, ok := p.Conn("a"); !ok || after != before {
 		t.Fatal("failed Update changed the pool")
 	}
+}
+
+// connState is the state of the default connection behind a pool's
+// connection, SHUTDOWN once it is closed.
+func connState(c grpc.ClientConnInterface) connectivity.State {
+	b := c.(*guard).b
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if pc, ok := b.conns[""]; ok {
+		return pc.cc.GetState()
+	}
+	return connectivity.Shutdown
 }

@@ -39,6 +39,8 @@ commands:
   validate -c FILE   check FILE and list every error (exit status 1 if any)
   demo               run the gateway in front of example backends, with
                      ready-to-paste grpcurl and curl commands
+  audit verify FILE  check an audit file's hash chain; name the first
+                     altered, removed or reordered record (exit status 1)
   version            print the version
 `
 
@@ -54,6 +56,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return validate(args[1:], stdout, stderr)
 	case "demo":
 		return runDemo(args[1:], stdout, stderr)
+	case "audit":
+		return auditCommand(args[1:], stdout, stderr) // audit.go
 	case "version", "--version", "-version":
 		fmt.Fprintf(stdout, "gatehouse %s\n", buildVersion())
 		return 0
@@ -108,7 +112,12 @@ func validate(args []string, stdout, stderr io.Writer) int {
 // loggers returns the process logger (JSON on stderr) and the access logger
 // (JSON on stdout, nil when turned off).
 func loggers(cfg *configv1.Config, stdout, stderr io.Writer) (*slog.Logger, *slog.Logger) {
-	var level slog.Level
+	return loggersAt(new(slog.LevelVar), cfg, stdout, stderr)
+}
+
+// loggersAt is loggers with the process log's level in level, which the
+// gateway keeps following logging.level on reload (edge.WithLogLevel).
+func loggersAt(level *slog.LevelVar, cfg *configv1.Config, stdout, stderr io.Writer) (*slog.Logger, *slog.Logger) {
 	_ = level.UnmarshalText([]byte(cfg.GetLogging().GetLevel()))
 	proc := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
 	if cfg.GetTelemetry().GetAccessLog().GetDisabled() {
@@ -127,12 +136,21 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, err)
 		return 1
 	}
-	log, access := loggers(cfg, stdout, stderr)
-	g, err := edge.New(cfg, edge.WithLogger(log), edge.WithAccessLogger(access), edge.WithREST(demo.REST()...))
+	level := new(slog.LevelVar)
+	log, access := loggersAt(level, cfg, stdout, stderr)
+	access, closeAccess, err := accessLogFile(cfg, access) // audit.go: a file with rotation
+	if err != nil {
+		log.Error("cannot open the access log", "error", err)
+		return 1
+	}
+	defer closeAccess()
+	g, err := edge.New(cfg, edge.WithLogger(log), edge.WithAccessLogger(access), edge.WithREST(demo.REST()...),
+		edge.WithConfigFile(path), edge.WithLogLevel(level), edge.WithVersion(buildVersion()))
 	if err != nil {
 		log.Error("cannot build the gateway", "error", err)
 		return 1
 	}
+	defer reloadOnSIGHUP(g, log)()
 	return runUntilSignal(g, log, func(ctx context.Context) error { return g.Start(ctx) }, func(ctx context.Context) error { return g.Shutdown(ctx) })
 }
 
@@ -181,6 +199,9 @@ func runUntilSignal(g *edge.Gateway, log *slog.Logger, start, shutdown func(cont
 		return 1
 	}
 	err := g.Wait(ctx)
+	// From here a second SIGTERM or Ctrl-C takes the default action, so an
+	// operator can cut a long drain short.
+	stop()
 	grace := g.ShutdownGrace()
 	log.Info("draining", "grace", grace.String())
 	began := time.Now()
@@ -195,4 +216,31 @@ func runUntilSignal(g *edge.Gateway, log *slog.Logger, start, shutdown func(cont
 		return 1
 	}
 	return 0
+}
+
+// reloadOnSIGHUP reloads the gateway's config file on each SIGHUP until the
+// returned stop function is called. The gateway logs the outcome (and every
+// error of a config it refuses).
+func reloadOnSIGHUP(g *edge.Gateway, log *slog.Logger) (stop func()) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		for {
+			select {
+			case <-done:
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading the config file")
+				_ = g.ReloadFile(context.Background())
+			}
+		}
+	}()
+	return func() {
+		signal.Stop(hup)
+		close(done)
+		<-ended
+	}
 }

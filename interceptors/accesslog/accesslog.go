@@ -94,22 +94,46 @@ func newLog(logger *slog.Logger, opts []Option) *accessLog {
 func (l *accessLog) log(ctx context.Context, ci *callinfo.Info, method string, start time.Time, err error, recv, sent int64) {
 	end := l.now()
 	code := codeOf(err)
+	if code == codes.OK && !l.sampled() {
+		return
+	}
 	level := l.level(code)
 	if !l.handler.Enabled(ctx, level) {
 		return
 	}
 	route, backend := ci.Route()
+	_, upstream := ci.Upstream()
+	principal := ci.Principal().Subject
+	if principal == "" {
+		principal = callinfo.PrincipalFrom(ctx).Subject
+	}
 	r := slog.NewRecord(end, level, Message, 0)
 	r.AddAttrs(
 		slog.String("grpc.method", method),
 		slog.String("route", route),
 		slog.String("backend", backend),
 		slog.String("grpc.code", code.String()),
+	)
+	if l.httpStatus != nil {
+		if st := l.httpStatus(ctx, code); st != 0 {
+			r.AddAttrs(slog.Int("http_status", st))
+		}
+	}
+	r.AddAttrs(
 		slog.Float64("duration_ms", float64(end.Sub(start))/float64(time.Millisecond)),
+		slog.Float64("upstream_duration_ms", float64(upstream)/float64(time.Millisecond)),
 		slog.Int64("bytes_received", recv),
 		slog.Int64("bytes_sent", sent),
 		slog.String("peer", peerAddr(ctx)),
 		slog.String("request_id", l.requestID(ctx)),
+	)
+	if l.traceID != nil {
+		if id := l.traceID(ctx); id != "" {
+			r.AddAttrs(slog.String("trace_id", id))
+		}
+	}
+	r.AddAttrs(
+		slog.String("principal", principal),
 		slog.String("user_agent", first(metadata.ValueFromIncomingContext(ctx, "user-agent"))),
 	)
 	// Like slog.Logger, ignore the handler's error: there is no one to tell.

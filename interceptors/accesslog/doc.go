@@ -8,12 +8,19 @@
 //	route           route that matched, from callinfo ("" when none)
 //	backend         backend the route picked, from callinfo
 //	grpc.code       status code name, "OK", "NotFound", ...
+//	http_status     HTTP status of a call that arrived as REST (WithHTTPStatus)
 //	duration_ms     wall time of the call in milliseconds (float)
+//	upstream_duration_ms  time spent in backend attempts, from callinfo
 //	bytes_received  total size of the request messages read
 //	bytes_sent      total size of the response messages written
 //	peer            client address (see below)
 //	request_id      the call's request id
+//	trace_id        the call's trace id, when there is one (WithTraceID)
+//	principal       who made the call, from callinfo ("" when anonymous)
 //	user_agent      the client's user-agent metadata
+//
+// WithSampleSuccesses logs a fraction of the calls that end OK; failed
+// calls are always logged.
 //
 // Sizes are message sizes, not wire sizes: a message with a Len() int method
 // (the gateway's raw frames) counts Len(), a proto.Message counts proto.Size,

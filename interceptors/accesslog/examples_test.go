@@ -53,5 +53,5 @@ func Example() {
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-request-id", "req-1")
 	_, _ = healthpb.NewHealthClient(cc).Check(ctx, &healthpb.HealthCheckRequest{Service: "nope"})
 	// Output:
-	// {"level":"INFO","msg":"grpc call","grpc.method":"/grpc.health.v1.Health/Check","route":"health","backend":"local","grpc.code":"NotFound","bytes_received":6,"bytes_sent":0,"request_id":"req-1"}
+	// {"level":"INFO","msg":"grpc call","grpc.method":"/grpc.health.v1.Health/Check","route":"health","backend":"local","grpc.code":"NotFound","upstream_duration_ms":0,"bytes_received":6,"bytes_sent":0,"request_id":"req-1","principal":""}
 }

@@ -1,6 +1,7 @@
 // Package callinfo carries what the gateway learns about one call while it
 // passes through the interceptor chain and the router: which route matched and
-// which backend was picked. The outermost interceptor attaches an Info to the
+// which backend was picked, how long the upstream attempts took, who the
+// caller is and what the gateway decided. The outermost interceptor attaches an Info to the
 // call's context; inner layers fill it in; outer layers (the access log, later
 // metrics and audit) read it once the call ends.
 //
@@ -11,6 +12,7 @@ package callinfo
 import (
 	"context"
 	"sync"
+	"time"
 )
 
 // Info holds the facts about one call. It is safe for concurrent use: the
@@ -20,6 +22,22 @@ type Info struct {
 	mu      sync.Mutex
 	route   string
 	backend string
+
+	principal Principal
+	decision  Decision
+
+	attempts int           // upstream attempts started
+	upstream time.Duration // summed duration of the ended attempts
+}
+
+// Decision is the gateway's policy verdict on a call. The zero value is
+// "allowed, no check objected".
+type Decision struct {
+	// Denied is true when a gateway check refused the call.
+	Denied bool
+	// By names the check that decided: "authentication", a rule's name,
+	// "quota:<policy>", "audit".
+	By string
 }
 
 type ctxKey struct{}
@@ -60,4 +78,83 @@ func (in *Info) Route() (route, backend string) {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.route, in.backend
+}
+
+// SetPrincipal records who made the call, for the layers outside the one
+// that authenticated it (access log, audit), which cannot see the context
+// that WithPrincipal returns.
+func (in *Info) SetPrincipal(p Principal) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	in.principal = p
+	in.mu.Unlock()
+}
+
+// Principal returns who made the call as recorded by SetPrincipal (the zero
+// Principal when unknown).
+func (in *Info) Principal() Principal {
+	if in == nil {
+		return Principal{}
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.principal
+}
+
+// SetDecision records the gateway's verdict on the call. A later denial
+// replaces an earlier verdict; an "allowed" never replaces a denial.
+func (in *Info) SetDecision(d Decision) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	if d.Denied || !in.decision.Denied {
+		in.decision = d
+	}
+	in.mu.Unlock()
+}
+
+// Decision returns the verdict recorded by SetDecision.
+func (in *Info) Decision() Decision {
+	if in == nil {
+		return Decision{}
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.decision
+}
+
+// StartAttempt records that an upstream attempt began and returns its
+// number, 1 for the first.
+func (in *Info) StartAttempt() int {
+	if in == nil {
+		return 0
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	in.attempts++
+	return in.attempts
+}
+
+// EndAttempt adds the duration of an ended upstream attempt.
+func (in *Info) EndAttempt(d time.Duration) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	in.upstream += d
+	in.mu.Unlock()
+}
+
+// Upstream returns the number of upstream attempts started and the summed
+// duration of those that ended.
+func (in *Info) Upstream() (attempts int, d time.Duration) {
+	if in == nil {
+		return 0, 0
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.attempts, in.upstream
 }
