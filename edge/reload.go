@@ -252,6 +252,7 @@ func (g *Gateway) reloadWith(ctx context.Context, trigger, source string, load f
 				"source", source, "fields", applied.pending)
 		}
 	}
+	g.Metrics().ConfigReloaded(err == nil)
 	if g.opts.reloadHook != nil {
 		g.opts.reloadHook(err == nil)
 	}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/hex"
 	"fmt"
+	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
+	"google.golang.org/protobuf/proto"
 	"net"
 	"net/http"
 	"strings"
@@ -321,8 +323,16 @@ routes: [{name: hello, match: {service: "examples.greeter.v1.GreeterService"}, b
 	}
 	_, _ = client.SayHello(ctx, &greeterv1.SayHelloRequest{}) // invalid: refused at the edge
 	_, _ = grpcInvoke(ctx, dial(t, g.Addr("edge").String()), "/no.such.Service/Nope")
-	g.Metrics().ConfigReloaded(false)
-	g.Metrics().ConfigReloaded(true)
+	// One refused reload (a route to a backend that does not exist), then
+	// one that applies the config in force again.
+	broken := proto.Clone(g.Config()).(*configv1.Config)
+	broken.Routes[0].Backend = "nowhere"
+	if err := g.Reload(ctx, broken); err == nil {
+		t.Fatal("a reload naming an unknown backend was applied")
+	}
+	if err := g.Reload(ctx, proto.Clone(g.Config()).(*configv1.Config)); err != nil {
+		t.Fatalf("reload of the config in force: %v", err)
+	}
 
 	after := scrape(t, g)
 	for _, c := range []struct {
