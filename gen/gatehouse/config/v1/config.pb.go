@@ -61,9 +61,12 @@ type Config struct {
 	// REST/JSON transcoding options for every shared listener.
 	Rest *Rest `protobuf:"bytes,9,opt,name=rest,proto3" json:"rest,omitempty"`
 	// Rate limits and quotas. Off when absent.
-	Quota         *Quota `protobuf:"bytes,10,opt,name=quota,proto3" json:"quota,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Quota *Quota `protobuf:"bytes,10,opt,name=quota,proto3" json:"quota,omitempty"`
+	// How callers prove who they are: JWT providers and API key sets, named
+	// so that routes can require them.
+	Authentication *Authentication `protobuf:"bytes,11,opt,name=authentication,proto3" json:"authentication,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *Config) Reset() {
@@ -166,6 +169,395 @@ func (x *Config) GetQuota() *Quota {
 	return nil
 }
 
+func (x *Config) GetAuthentication() *Authentication {
+	if x != nil {
+		return x.Authentication
+	}
+	return nil
+}
+
+// Authentication lists the credential checkers routes may require.
+type Authentication struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// JWT providers.
+	Jwt []*JwtProvider `protobuf:"bytes,1,rep,name=jwt,proto3" json:"jwt,omitempty"`
+	// API key sets.
+	ApiKeys []*ApiKeySet `protobuf:"bytes,2,rep,name=api_keys,json=apiKeys,proto3" json:"api_keys,omitempty"`
+	// Clock skew allowed when checking exp, nbf and iat. Default 60s.
+	ClockSkew *durationpb.Duration `protobuf:"bytes,3,opt,name=clock_skew,json=clockSkew,proto3" json:"clock_skew,omitempty"`
+	// Proxies whose x-forwarded-for is trusted (CIDRs); other clients'
+	// x-forwarded-for is replaced by their own address. Default none.
+	TrustedProxies []string `protobuf:"bytes,4,rep,name=trusted_proxies,json=trustedProxies,proto3" json:"trusted_proxies,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Authentication) Reset() {
+	*x = Authentication{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[1]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Authentication) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Authentication) ProtoMessage() {}
+
+func (x *Authentication) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[1]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Authentication.ProtoReflect.Descriptor instead.
+func (*Authentication) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{1}
+}
+
+func (x *Authentication) GetJwt() []*JwtProvider {
+	if x != nil {
+		return x.Jwt
+	}
+	return nil
+}
+
+func (x *Authentication) GetApiKeys() []*ApiKeySet {
+	if x != nil {
+		return x.ApiKeys
+	}
+	return nil
+}
+
+func (x *Authentication) GetClockSkew() *durationpb.Duration {
+	if x != nil {
+		return x.ClockSkew
+	}
+	return nil
+}
+
+func (x *Authentication) GetTrustedProxies() []string {
+	if x != nil {
+		return x.TrustedProxies
+	}
+	return nil
+}
+
+// JwtProvider checks bearer JWTs from one issuer.
+type JwtProvider struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A unique name, referred to by routes' auth.require.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The required iss claim.
+	Issuer string `protobuf:"bytes,2,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// Accepted aud values; the token must carry at least one. At least one.
+	Audiences []string `protobuf:"bytes,3,rep,name=audiences,proto3" json:"audiences,omitempty"`
+	// Where the signing keys are published (https, or http to loopback).
+	// Exactly one of jwks_uri and jwks_file.
+	JwksUri string `protobuf:"bytes,4,opt,name=jwks_uri,json=jwksUri,proto3" json:"jwks_uri,omitempty"`
+	// A local JWKS file, reread when it changes.
+	JwksFile string `protobuf:"bytes,5,opt,name=jwks_file,json=jwksFile,proto3" json:"jwks_file,omitempty"`
+	// Allowed signing algorithms. Default RS256, ES256, EdDSA. HMAC and
+	// "none" are never allowed.
+	Algorithms []string `protobuf:"bytes,6,rep,name=algorithms,proto3" json:"algorithms,omitempty"`
+	// How often the JWKS is fetched again. Default 5m; an unknown kid
+	// triggers at most one extra fetch per interval.
+	JwksRefreshInterval *durationpb.Duration `protobuf:"bytes,7,opt,name=jwks_refresh_interval,json=jwksRefreshInterval,proto3" json:"jwks_refresh_interval,omitempty"`
+	// Where the token is read: by default the authorization header's Bearer
+	// token.
+	From          *TokenSource `protobuf:"bytes,8,opt,name=from,proto3" json:"from,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *JwtProvider) Reset() {
+	*x = JwtProvider{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *JwtProvider) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*JwtProvider) ProtoMessage() {}
+
+func (x *JwtProvider) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use JwtProvider.ProtoReflect.Descriptor instead.
+func (*JwtProvider) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *JwtProvider) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *JwtProvider) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *JwtProvider) GetAudiences() []string {
+	if x != nil {
+		return x.Audiences
+	}
+	return nil
+}
+
+func (x *JwtProvider) GetJwksUri() string {
+	if x != nil {
+		return x.JwksUri
+	}
+	return ""
+}
+
+func (x *JwtProvider) GetJwksFile() string {
+	if x != nil {
+		return x.JwksFile
+	}
+	return ""
+}
+
+func (x *JwtProvider) GetAlgorithms() []string {
+	if x != nil {
+		return x.Algorithms
+	}
+	return nil
+}
+
+func (x *JwtProvider) GetJwksRefreshInterval() *durationpb.Duration {
+	if x != nil {
+		return x.JwksRefreshInterval
+	}
+	return nil
+}
+
+func (x *JwtProvider) GetFrom() *TokenSource {
+	if x != nil {
+		return x.From
+	}
+	return nil
+}
+
+// TokenSource says where a credential is carried. Exactly one field is
+// given.
+type TokenSource struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A metadata key or HTTP header (its whole value, or a Bearer token when
+	// it is authorization).
+	Header string `protobuf:"bytes,1,opt,name=header,proto3" json:"header,omitempty"`
+	// A URL query parameter (REST calls).
+	Query         string `protobuf:"bytes,2,opt,name=query,proto3" json:"query,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *TokenSource) Reset() {
+	*x = TokenSource{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TokenSource) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TokenSource) ProtoMessage() {}
+
+func (x *TokenSource) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
+func (*TokenSource) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *TokenSource) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+func (x *TokenSource) GetQuery() string {
+	if x != nil {
+		return x.Query
+	}
+	return ""
+}
+
+// ApiKeySet is a set of API keys stored as hashes.
+type ApiKeySet struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A unique name, referred to by routes' auth.require.
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// A YAML file of keys: a list of {id, sha256 (hex of the key), labels};
+	// reread when it changes.
+	KeysFile string `protobuf:"bytes,2,opt,name=keys_file,json=keysFile,proto3" json:"keys_file,omitempty"`
+	// Keys inline (hashes only, never the keys themselves).
+	Keys []*ApiKey `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
+	// The header or metadata key that carries the key. Default "x-api-key".
+	Header        string `protobuf:"bytes,4,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKeySet) Reset() {
+	*x = ApiKeySet{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKeySet) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKeySet) ProtoMessage() {}
+
+func (x *ApiKeySet) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKeySet.ProtoReflect.Descriptor instead.
+func (*ApiKeySet) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{4}
+}
+
+func (x *ApiKeySet) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ApiKeySet) GetKeysFile() string {
+	if x != nil {
+		return x.KeysFile
+	}
+	return ""
+}
+
+func (x *ApiKeySet) GetKeys() []*ApiKey {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+func (x *ApiKeySet) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
+// ApiKey is one key's hash and identity.
+type ApiKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The key's identity (the principal's subject).
+	Id string `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	// The SHA-256 of the key, hex.
+	Sha256 string `protobuf:"bytes,2,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// Labels such as plan: free, visible to rules and quotas.
+	Labels        map[string]string `protobuf:"bytes,3,rep,name=labels,proto3" json:"labels,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ApiKey) Reset() {
+	*x = ApiKey{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ApiKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ApiKey) ProtoMessage() {}
+
+func (x *ApiKey) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
+func (*ApiKey) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *ApiKey) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *ApiKey) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
+func (x *ApiKey) GetLabels() map[string]string {
+	if x != nil {
+		return x.Labels
+	}
+	return nil
+}
+
 // Rest sets how REST/JSON is transcoded to and from gRPC.
 type Rest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -191,7 +583,7 @@ type Rest struct {
 
 func (x *Rest) Reset() {
 	*x = Rest{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[1]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -203,7 +595,7 @@ func (x *Rest) String() string {
 func (*Rest) ProtoMessage() {}
 
 func (x *Rest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[1]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -216,7 +608,7 @@ func (x *Rest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rest.ProtoReflect.Descriptor instead.
 func (*Rest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{1}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Rest) GetEmitUnpopulated() bool {
@@ -273,7 +665,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -285,7 +677,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -298,7 +690,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Quota) GetStore() *QuotaStore {
@@ -333,7 +725,7 @@ type QuotaStore struct {
 
 func (x *QuotaStore) Reset() {
 	*x = QuotaStore{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -345,7 +737,7 @@ func (x *QuotaStore) String() string {
 func (*QuotaStore) ProtoMessage() {}
 
 func (x *QuotaStore) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -358,7 +750,7 @@ func (x *QuotaStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaStore.ProtoReflect.Descriptor instead.
 func (*QuotaStore) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *QuotaStore) GetRedis() *RedisStore {
@@ -396,7 +788,7 @@ type RedisStore struct {
 
 func (x *RedisStore) Reset() {
 	*x = RedisStore{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -408,7 +800,7 @@ func (x *RedisStore) String() string {
 func (*RedisStore) ProtoMessage() {}
 
 func (x *RedisStore) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -421,7 +813,7 @@ func (x *RedisStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedisStore.ProtoReflect.Descriptor instead.
 func (*RedisStore) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *RedisStore) GetAddresses() []string {
@@ -510,7 +902,7 @@ type QuotaPolicy struct {
 
 func (x *QuotaPolicy) Reset() {
 	*x = QuotaPolicy{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -522,7 +914,7 @@ func (x *QuotaPolicy) String() string {
 func (*QuotaPolicy) ProtoMessage() {}
 
 func (x *QuotaPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -535,7 +927,7 @@ func (x *QuotaPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaPolicy.ProtoReflect.Descriptor instead.
 func (*QuotaPolicy) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *QuotaPolicy) GetName() string {
@@ -609,7 +1001,7 @@ type Rate struct {
 
 func (x *Rate) Reset() {
 	*x = Rate{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -621,7 +1013,7 @@ func (x *Rate) String() string {
 func (*Rate) ProtoMessage() {}
 
 func (x *Rate) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -634,7 +1026,7 @@ func (x *Rate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rate.ProtoReflect.Descriptor instead.
 func (*Rate) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Rate) GetRequests() uint32 {
@@ -671,7 +1063,7 @@ type QuotaLimit struct {
 
 func (x *QuotaLimit) Reset() {
 	*x = QuotaLimit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -683,7 +1075,7 @@ func (x *QuotaLimit) String() string {
 func (*QuotaLimit) ProtoMessage() {}
 
 func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -696,7 +1088,7 @@ func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaLimit.ProtoReflect.Descriptor instead.
 func (*QuotaLimit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *QuotaLimit) GetRequests() uint64 {
@@ -728,14 +1120,20 @@ type Listener struct {
 	//	          measurably faster than the shared listener for gRPC.
 	Protocol string `protobuf:"bytes,3,opt,name=protocol,proto3" json:"protocol,omitempty"`
 	// Connection and message limits. Every limit has a safe default.
-	Limits        *Limits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
+	Limits *Limits `protobuf:"bytes,4,opt,name=limits,proto3" json:"limits,omitempty"`
+	// TLS, and mTLS when client certificates are asked for. Plaintext (h2c)
+	// when absent.
+	Tls *ListenerTls `protobuf:"bytes,5,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Refuse every call on this listener whose route has no auth block
+	// (default-deny). Default false.
+	RequireAuth   bool `protobuf:"varint,6,opt,name=require_auth,json=requireAuth,proto3" json:"require_auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -747,7 +1145,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -760,7 +1158,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Listener) GetName() string {
@@ -791,6 +1189,103 @@ func (x *Listener) GetLimits() *Limits {
 	return nil
 }
 
+func (x *Listener) GetTls() *ListenerTls {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *Listener) GetRequireAuth() bool {
+	if x != nil {
+		return x.RequireAuth
+	}
+	return false
+}
+
+// ListenerTls sets a listener's TLS.
+type ListenerTls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The certificate chain, PEM; reloaded when it changes on disk.
+	CertFile string `protobuf:"bytes,1,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
+	// The private key, PEM.
+	KeyFile string `protobuf:"bytes,2,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
+	// CA bundle for client certificates (mTLS).
+	ClientCaFile string `protobuf:"bytes,3,opt,name=client_ca_file,json=clientCaFile,proto3" json:"client_ca_file,omitempty"`
+	// "NO_CLIENT_CERT" (default), "VERIFY_IF_GIVEN" or
+	// "REQUIRE_AND_VERIFY".
+	ClientAuth string `protobuf:"bytes,4,opt,name=client_auth,json=clientAuth,proto3" json:"client_auth,omitempty"`
+	// The lowest TLS version: "1.2" (default) or "1.3".
+	MinVersion    string `protobuf:"bytes,5,opt,name=min_version,json=minVersion,proto3" json:"min_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListenerTls) Reset() {
+	*x = ListenerTls{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListenerTls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListenerTls) ProtoMessage() {}
+
+func (x *ListenerTls) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListenerTls.ProtoReflect.Descriptor instead.
+func (*ListenerTls) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *ListenerTls) GetCertFile() string {
+	if x != nil {
+		return x.CertFile
+	}
+	return ""
+}
+
+func (x *ListenerTls) GetKeyFile() string {
+	if x != nil {
+		return x.KeyFile
+	}
+	return ""
+}
+
+func (x *ListenerTls) GetClientCaFile() string {
+	if x != nil {
+		return x.ClientCaFile
+	}
+	return ""
+}
+
+func (x *ListenerTls) GetClientAuth() string {
+	if x != nil {
+		return x.ClientAuth
+	}
+	return ""
+}
+
+func (x *ListenerTls) GetMinVersion() string {
+	if x != nil {
+		return x.MinVersion
+	}
+	return ""
+}
+
 // Admin is the admin listener.
 type Admin struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -805,7 +1300,7 @@ type Admin struct {
 
 func (x *Admin) Reset() {
 	*x = Admin{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -817,7 +1312,7 @@ func (x *Admin) String() string {
 func (*Admin) ProtoMessage() {}
 
 func (x *Admin) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -830,7 +1325,7 @@ func (x *Admin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admin.ProtoReflect.Descriptor instead.
 func (*Admin) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Admin) GetAddress() string {
@@ -877,7 +1372,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -889,7 +1384,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -902,7 +1397,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Limits) GetMaxConcurrentStreams() uint32 {
@@ -975,7 +1470,7 @@ type Keepalive struct {
 
 func (x *Keepalive) Reset() {
 	*x = Keepalive{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -987,7 +1482,7 @@ func (x *Keepalive) String() string {
 func (*Keepalive) ProtoMessage() {}
 
 func (x *Keepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1000,7 +1495,7 @@ func (x *Keepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keepalive.ProtoReflect.Descriptor instead.
 func (*Keepalive) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Keepalive) GetMinPingInterval() *durationpb.Duration {
@@ -1061,6 +1556,8 @@ type Backend struct {
 	CircuitBreaker *CircuitBreaker `protobuf:"bytes,8,opt,name=circuit_breaker,json=circuitBreaker,proto3" json:"circuit_breaker,omitempty"`
 	// Takes single bad endpoints out of rotation for a while.
 	OutlierDetection *OutlierDetection `protobuf:"bytes,9,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
+	// TLS to the backend. Plaintext when absent.
+	Tls *BackendTls `protobuf:"bytes,11,opt,name=tls,proto3" json:"tls,omitempty"`
 	// Where the gateway learns the backend's schema, for REST transcoding,
 	// validation and reflection at the edge. Without it the backend is
 	// gRPC-only (unless its services are compiled in).
@@ -1071,7 +1568,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1083,7 +1580,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1096,7 +1593,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Backend) GetName() string {
@@ -1162,11 +1659,93 @@ func (x *Backend) GetOutlierDetection() *OutlierDetection {
 	return nil
 }
 
+func (x *Backend) GetTls() *BackendTls {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
 func (x *Backend) GetSchema() *Schema {
 	if x != nil {
 		return x.Schema
 	}
 	return nil
+}
+
+// BackendTls sets TLS from the gateway to a backend.
+type BackendTls struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// CA bundle to verify the backend's certificate. Default: the system
+	// roots.
+	CaFile string `protobuf:"bytes,1,opt,name=ca_file,json=caFile,proto3" json:"ca_file,omitempty"`
+	// The name to verify the certificate against. Default: the endpoint's
+	// host.
+	ServerName string `protobuf:"bytes,2,opt,name=server_name,json=serverName,proto3" json:"server_name,omitempty"`
+	// A client certificate for mTLS to the backend, with client_key_file.
+	ClientCertFile string `protobuf:"bytes,3,opt,name=client_cert_file,json=clientCertFile,proto3" json:"client_cert_file,omitempty"`
+	// The client certificate's key.
+	ClientKeyFile string `protobuf:"bytes,4,opt,name=client_key_file,json=clientKeyFile,proto3" json:"client_key_file,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BackendTls) Reset() {
+	*x = BackendTls{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BackendTls) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BackendTls) ProtoMessage() {}
+
+func (x *BackendTls) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BackendTls.ProtoReflect.Descriptor instead.
+func (*BackendTls) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *BackendTls) GetCaFile() string {
+	if x != nil {
+		return x.CaFile
+	}
+	return ""
+}
+
+func (x *BackendTls) GetServerName() string {
+	if x != nil {
+		return x.ServerName
+	}
+	return ""
+}
+
+func (x *BackendTls) GetClientCertFile() string {
+	if x != nil {
+		return x.ClientCertFile
+	}
+	return ""
+}
+
+func (x *BackendTls) GetClientKeyFile() string {
+	if x != nil {
+		return x.ClientKeyFile
+	}
+	return ""
 }
 
 // Schema names where a backend's protos come from.
@@ -1187,7 +1766,7 @@ type Schema struct {
 
 func (x *Schema) Reset() {
 	*x = Schema{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1778,7 @@ func (x *Schema) String() string {
 func (*Schema) ProtoMessage() {}
 
 func (x *Schema) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1791,7 @@ func (x *Schema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schema.ProtoReflect.Descriptor instead.
 func (*Schema) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Schema) GetReflection() *ReflectionSource {
@@ -1247,7 +1826,7 @@ type ReflectionSource struct {
 
 func (x *ReflectionSource) Reset() {
 	*x = ReflectionSource{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1259,7 +1838,7 @@ func (x *ReflectionSource) String() string {
 func (*ReflectionSource) ProtoMessage() {}
 
 func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1272,7 +1851,7 @@ func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReflectionSource.ProtoReflect.Descriptor instead.
 func (*ReflectionSource) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *ReflectionSource) GetRefreshInterval() *durationpb.Duration {
@@ -1302,7 +1881,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1314,7 +1893,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1327,7 +1906,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *HealthCheck) GetInterval() *durationpb.Duration {
@@ -1394,7 +1973,7 @@ type CircuitBreaker struct {
 
 func (x *CircuitBreaker) Reset() {
 	*x = CircuitBreaker{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1406,7 +1985,7 @@ func (x *CircuitBreaker) String() string {
 func (*CircuitBreaker) ProtoMessage() {}
 
 func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1419,7 +1998,7 @@ func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
 func (*CircuitBreaker) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *CircuitBreaker) GetMaxConcurrent() uint32 {
@@ -1490,7 +2069,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1502,7 +2081,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1515,7 +2094,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *OutlierDetection) GetConsecutiveFailures() uint32 {
@@ -1586,13 +2165,16 @@ type Route struct {
 	// backend's schema at the edge (it costs a decode). REST requests are
 	// always validated when the schema is known. Default false.
 	ValidateRequests bool `protobuf:"varint,13,opt,name=validate_requests,json=validateRequests,proto3" json:"validate_requests,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Authentication and authorization of the route's calls. Without it the
+	// route needs no credentials (unless its listener requires auth).
+	Auth          *RouteAuth `protobuf:"bytes,14,opt,name=auth,proto3" json:"auth,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +2186,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +2199,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Route) GetName() string {
@@ -1711,6 +2293,90 @@ func (x *Route) GetValidateRequests() bool {
 	return false
 }
 
+func (x *Route) GetAuth() *RouteAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+// RouteAuth says what a route's callers must prove and may do.
+type RouteAuth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Authentication names (JWT providers, API key sets) any one of which
+	// the call must pass; "mtls" accepts a verified client certificate.
+	Require []string `protobuf:"bytes,1,rep,name=require,proto3" json:"require,omitempty"`
+	// CEL rules that must all be true, over method, route, metadata,
+	// principal (subject, credential, labels), claims and peer, e.g.
+	// '"orders:write" in claims.scope.split(" ")'.
+	Rules []string `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	// Forward the caller's original token to the backend (token relay).
+	// Default false: it is stripped.
+	ForwardToken bool `protobuf:"varint,3,opt,name=forward_token,json=forwardToken,proto3" json:"forward_token,omitempty"`
+	// Claims copied into request metadata as x-gatehouse-claims-<name>.
+	ForwardClaims []string `protobuf:"bytes,4,rep,name=forward_claims,json=forwardClaims,proto3" json:"forward_claims,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RouteAuth) Reset() {
+	*x = RouteAuth{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RouteAuth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RouteAuth) ProtoMessage() {}
+
+func (x *RouteAuth) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RouteAuth.ProtoReflect.Descriptor instead.
+func (*RouteAuth) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *RouteAuth) GetRequire() []string {
+	if x != nil {
+		return x.Require
+	}
+	return nil
+}
+
+func (x *RouteAuth) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
+func (x *RouteAuth) GetForwardToken() bool {
+	if x != nil {
+		return x.ForwardToken
+	}
+	return false
+}
+
+func (x *RouteAuth) GetForwardClaims() []string {
+	if x != nil {
+		return x.ForwardClaims
+	}
+	return nil
+}
+
 // WeightedBackend is one side of a split.
 type WeightedBackend struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1724,7 +2390,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1736,7 +2402,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1749,7 +2415,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *WeightedBackend) GetBackend() string {
@@ -1779,7 +2445,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1791,7 +2457,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1804,7 +2470,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Mirror) GetBackend() string {
@@ -1837,7 +2503,7 @@ type MetadataActions struct {
 
 func (x *MetadataActions) Reset() {
 	*x = MetadataActions{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1849,7 +2515,7 @@ func (x *MetadataActions) String() string {
 func (*MetadataActions) ProtoMessage() {}
 
 func (x *MetadataActions) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1862,7 +2528,7 @@ func (x *MetadataActions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataActions.ProtoReflect.Descriptor instead.
 func (*MetadataActions) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *MetadataActions) GetRemove() []string {
@@ -1899,7 +2565,7 @@ type MetadataValue struct {
 
 func (x *MetadataValue) Reset() {
 	*x = MetadataValue{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1911,7 +2577,7 @@ func (x *MetadataValue) String() string {
 func (*MetadataValue) ProtoMessage() {}
 
 func (x *MetadataValue) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1924,7 +2590,7 @@ func (x *MetadataValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataValue.ProtoReflect.Descriptor instead.
 func (*MetadataValue) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MetadataValue) GetName() string {
@@ -1957,7 +2623,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1969,7 +2635,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1982,7 +2648,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Rewrite) GetService() string {
@@ -2013,7 +2679,7 @@ type DirectResponse struct {
 
 func (x *DirectResponse) Reset() {
 	*x = DirectResponse{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2025,7 +2691,7 @@ func (x *DirectResponse) String() string {
 func (*DirectResponse) ProtoMessage() {}
 
 func (x *DirectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2038,7 +2704,7 @@ func (x *DirectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
 func (*DirectResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *DirectResponse) GetCode() string {
@@ -2074,7 +2740,7 @@ type Timeout struct {
 
 func (x *Timeout) Reset() {
 	*x = Timeout{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2086,7 +2752,7 @@ func (x *Timeout) String() string {
 func (*Timeout) ProtoMessage() {}
 
 func (x *Timeout) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2099,7 +2765,7 @@ func (x *Timeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeout.ProtoReflect.Descriptor instead.
 func (*Timeout) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Timeout) GetDefault() *durationpb.Duration {
@@ -2149,7 +2815,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2161,7 +2827,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2174,7 +2840,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -2232,7 +2898,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2244,7 +2910,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2257,7 +2923,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Backoff) GetBase() *durationpb.Duration {
@@ -2317,7 +2983,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2329,7 +2995,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2342,7 +3008,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Match) GetMethod() string {
@@ -2440,7 +3106,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2452,7 +3118,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2465,7 +3131,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *PathMatch) GetKind() isPathMatch_Kind {
@@ -2554,7 +3220,7 @@ type MetadataMatch struct {
 
 func (x *MetadataMatch) Reset() {
 	*x = MetadataMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2566,7 +3232,7 @@ func (x *MetadataMatch) String() string {
 func (*MetadataMatch) ProtoMessage() {}
 
 func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2579,7 +3245,7 @@ func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatch.ProtoReflect.Descriptor instead.
 func (*MetadataMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *MetadataMatch) GetName() string {
@@ -2715,7 +3381,7 @@ type Logging struct {
 
 func (x *Logging) Reset() {
 	*x = Logging{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2727,7 +3393,7 @@ func (x *Logging) String() string {
 func (*Logging) ProtoMessage() {}
 
 func (x *Logging) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2740,7 +3406,7 @@ func (x *Logging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logging.ProtoReflect.Descriptor instead.
 func (*Logging) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Logging) GetLevel() string {
@@ -2766,7 +3432,7 @@ type Telemetry struct {
 
 func (x *Telemetry) Reset() {
 	*x = Telemetry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2778,7 +3444,7 @@ func (x *Telemetry) String() string {
 func (*Telemetry) ProtoMessage() {}
 
 func (x *Telemetry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2791,7 +3457,7 @@ func (x *Telemetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
 func (*Telemetry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Telemetry) GetTracing() *Tracing {
@@ -2834,7 +3500,7 @@ type Tracing struct {
 
 func (x *Tracing) Reset() {
 	*x = Tracing{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2846,7 +3512,7 @@ func (x *Tracing) String() string {
 func (*Tracing) ProtoMessage() {}
 
 func (x *Tracing) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2859,7 +3525,7 @@ func (x *Tracing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
 func (*Tracing) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Tracing) GetOtlp() *Otlp {
@@ -2905,7 +3571,7 @@ type Otlp struct {
 
 func (x *Otlp) Reset() {
 	*x = Otlp{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2917,7 +3583,7 @@ func (x *Otlp) String() string {
 func (*Otlp) ProtoMessage() {}
 
 func (x *Otlp) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2930,7 +3596,7 @@ func (x *Otlp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Otlp.ProtoReflect.Descriptor instead.
 func (*Otlp) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Otlp) GetEndpoint() string {
@@ -2975,7 +3641,7 @@ type AccessLog struct {
 
 func (x *AccessLog) Reset() {
 	*x = AccessLog{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2987,7 +3653,7 @@ func (x *AccessLog) String() string {
 func (*AccessLog) ProtoMessage() {}
 
 func (x *AccessLog) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3000,7 +3666,7 @@ func (x *AccessLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
 func (*AccessLog) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *AccessLog) GetDisabled() bool {
@@ -3049,7 +3715,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3061,7 +3727,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3074,7 +3740,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Metrics) GetDisabled() bool {
@@ -3112,7 +3778,7 @@ type Audit struct {
 
 func (x *Audit) Reset() {
 	*x = Audit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3124,7 +3790,7 @@ func (x *Audit) String() string {
 func (*Audit) ProtoMessage() {}
 
 func (x *Audit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3137,7 +3803,7 @@ func (x *Audit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Audit.ProtoReflect.Descriptor instead.
 func (*Audit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Audit) GetFile() string {
@@ -3195,7 +3861,7 @@ type AuditCapture struct {
 
 func (x *AuditCapture) Reset() {
 	*x = AuditCapture{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3207,7 +3873,7 @@ func (x *AuditCapture) String() string {
 func (*AuditCapture) ProtoMessage() {}
 
 func (x *AuditCapture) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3220,7 +3886,7 @@ func (x *AuditCapture) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCapture.ProtoReflect.Descriptor instead.
 func (*AuditCapture) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AuditCapture) GetRoute() string {
@@ -3241,7 +3907,7 @@ var File_gatehouse_config_v1_config_proto protoreflect.FileDescriptor
 
 const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\n" +
-	" gatehouse/config/v1/config.proto\x12\x13gatehouse.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\xc9\x04\n" +
+	" gatehouse/config/v1/config.proto\x12\x13gatehouse.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\x96\x05\n" +
 	"\x06Config\x12E\n" +
 	"\tlisteners\x18\x01 \x03(\v2\x1d.gatehouse.config.v1.ListenerB\b\xbaH\x05\x92\x01\x02\b\x01R\tlisteners\x120\n" +
 	"\x05admin\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.AdminR\x05admin\x128\n" +
@@ -3254,7 +3920,42 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x05audit\x18\b \x01(\v2\x1a.gatehouse.config.v1.AuditR\x05audit\x12-\n" +
 	"\x04rest\x18\t \x01(\v2\x19.gatehouse.config.v1.RestR\x04rest\x120\n" +
 	"\x05quota\x18\n" +
-	" \x01(\v2\x1a.gatehouse.config.v1.QuotaR\x05quota\"\xe5\x01\n" +
+	" \x01(\v2\x1a.gatehouse.config.v1.QuotaR\x05quota\x12K\n" +
+	"\x0eauthentication\x18\v \x01(\v2#.gatehouse.config.v1.AuthenticationR\x0eauthentication\"\xf1\x01\n" +
+	"\x0eAuthentication\x122\n" +
+	"\x03jwt\x18\x01 \x03(\v2 .gatehouse.config.v1.JwtProviderR\x03jwt\x129\n" +
+	"\bapi_keys\x18\x02 \x03(\v2\x1e.gatehouse.config.v1.ApiKeySetR\aapiKeys\x12G\n" +
+	"\n" +
+	"clock_skew\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
+	"\xaa\x01\a\"\x03\b\xd8\x042\x00R\tclockSkew\x12'\n" +
+	"\x0ftrusted_proxies\x18\x04 \x03(\tR\x0etrustedProxies\"\xd8\x03\n" +
+	"\vJwtProvider\x12?\n" +
+	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12\x1f\n" +
+	"\x06issuer\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x06issuer\x12&\n" +
+	"\taudiences\x18\x03 \x03(\tB\b\xbaH\x05\x92\x01\x02\b\x01R\taudiences\x12\x19\n" +
+	"\bjwks_uri\x18\x04 \x01(\tR\ajwksUri\x12\x1b\n" +
+	"\tjwks_file\x18\x05 \x01(\tR\bjwksFile\x12p\n" +
+	"\n" +
+	"algorithms\x18\x06 \x03(\tBP\xbaHM\x92\x01J\"HrFR\x05RS256R\x05RS384R\x05RS512R\x05PS256R\x05PS384R\x05PS512R\x05ES256R\x05ES384R\x05ES512R\x05EdDSAR\n" +
+	"algorithms\x12_\n" +
+	"\x15jwks_refresh_interval\x18\a \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
+	"\"\x04\b\x80\xa3\x052\x02\b\x01R\x13jwksRefreshInterval\x124\n" +
+	"\x04from\x18\b \x01(\v2 .gatehouse.config.v1.TokenSourceR\x04from\";\n" +
+	"\vTokenSource\x12\x16\n" +
+	"\x06header\x18\x01 \x01(\tR\x06header\x12\x14\n" +
+	"\x05query\x18\x02 \x01(\tR\x05query\"\xb2\x01\n" +
+	"\tApiKeySet\x12?\n" +
+	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12\x1b\n" +
+	"\tkeys_file\x18\x02 \x01(\tR\bkeysFile\x12/\n" +
+	"\x04keys\x18\x03 \x03(\v2\x1b.gatehouse.config.v1.ApiKeyR\x04keys\x12\x16\n" +
+	"\x06header\x18\x04 \x01(\tR\x06header\"\xcc\x01\n" +
+	"\x06ApiKey\x12\x17\n" +
+	"\x02id\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x02id\x12-\n" +
+	"\x06sha256\x18\x02 \x01(\tB\x15\xbaH\x12r\x102\x0e^[0-9a-f]{64}$R\x06sha256\x12?\n" +
+	"\x06labels\x18\x03 \x03(\v2'.gatehouse.config.v1.ApiKey.LabelsEntryR\x06labels\x1a9\n" +
+	"\vLabelsEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x01\n" +
 	"\x04Rest\x12)\n" +
 	"\x10emit_unpopulated\x18\x01 \x01(\bR\x0femitUnpopulated\x12&\n" +
 	"\x0fuse_proto_names\x18\x02 \x01(\bR\ruseProtoNames\x12\"\n" +
@@ -3297,12 +3998,22 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\n" +
 	"QuotaLimit\x12#\n" +
 	"\brequests\x18\x01 \x01(\x04B\a\xbaH\x042\x02(\x01R\brequests\x12#\n" +
-	"\x03per\x18\x02 \x01(\tB\x11\xbaH\x0er\fR\x03DAYR\x05MONTHR\x03per\"\xd6\x01\n" +
+	"\x03per\x18\x02 \x01(\tB\x11\xbaH\x0er\fR\x03DAYR\x05MONTHR\x03per\"\xad\x02\n" +
 	"\bListener\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12!\n" +
 	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\x121\n" +
 	"\bprotocol\x18\x03 \x01(\tB\x15\xbaH\x12r\x10R\x00R\x06sharedR\x04grpcR\bprotocol\x123\n" +
-	"\x06limits\x18\x04 \x01(\v2\x1b.gatehouse.config.v1.LimitsR\x06limits\"@\n" +
+	"\x06limits\x18\x04 \x01(\v2\x1b.gatehouse.config.v1.LimitsR\x06limits\x122\n" +
+	"\x03tls\x18\x05 \x01(\v2 .gatehouse.config.v1.ListenerTlsR\x03tls\x12!\n" +
+	"\frequire_auth\x18\x06 \x01(\bR\vrequireAuth\"\x90\x02\n" +
+	"\vListenerTls\x12$\n" +
+	"\tcert_file\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\bcertFile\x12\"\n" +
+	"\bkey_file\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\akeyFile\x12$\n" +
+	"\x0eclient_ca_file\x18\x03 \x01(\tR\fclientCaFile\x12]\n" +
+	"\vclient_auth\x18\x04 \x01(\tB<\xbaH9r7R\x00R\x0eNO_CLIENT_CERTR\x0fVERIFY_IF_GIVENR\x12REQUIRE_AND_VERIFYR\n" +
+	"clientAuth\x122\n" +
+	"\vmin_version\x18\x05 \x01(\tB\x11\xbaH\x0er\fR\x00R\x031.2R\x031.3R\n" +
+	"minVersion\"@\n" +
 	"\x05Admin\x12!\n" +
 	"\aaddress\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\x12\x14\n" +
 	"\x05pprof\x18\x02 \x01(\bR\x05pprof\"\xd4\x04\n" +
@@ -3325,7 +4036,7 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x14permit_without_calls\x18\x02 \x01(\bR\x12permitWithoutCalls\x12P\n" +
 	"\rping_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
 	"\"\x04\b\x80\xa3\x052\x02\b\x01R\fpingInterval\x12M\n" +
-	"\fping_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\vpingTimeout\"\xb4\x06\n" +
+	"\fping_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\vpingTimeout\"\xe7\x06\n" +
 	"\aBackend\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12.\n" +
 	"\tendpoints\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n" +
@@ -3338,12 +4049,20 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x10endpoint_weights\x18\x06 \x03(\v21.gatehouse.config.v1.Backend.EndpointWeightsEntryB\x0f\xbaH\f\x9a\x01\t*\a*\x05\x18\xe8\a(\x01R\x0fendpointWeights\x12C\n" +
 	"\fhealth_check\x18\a \x01(\v2 .gatehouse.config.v1.HealthCheckR\vhealthCheck\x12L\n" +
 	"\x0fcircuit_breaker\x18\b \x01(\v2#.gatehouse.config.v1.CircuitBreakerR\x0ecircuitBreaker\x12R\n" +
-	"\x11outlier_detection\x18\t \x01(\v2%.gatehouse.config.v1.OutlierDetectionR\x10outlierDetection\x123\n" +
+	"\x11outlier_detection\x18\t \x01(\v2%.gatehouse.config.v1.OutlierDetectionR\x10outlierDetection\x121\n" +
+	"\x03tls\x18\v \x01(\v2\x1f.gatehouse.config.v1.BackendTlsR\x03tls\x123\n" +
 	"\x06schema\x18\n" +
 	" \x01(\v2\x1b.gatehouse.config.v1.SchemaR\x06schema\x1aB\n" +
 	"\x14EndpointWeightsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\xaf\x01\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\"\x98\x01\n" +
+	"\n" +
+	"BackendTls\x12\x17\n" +
+	"\aca_file\x18\x01 \x01(\tR\x06caFile\x12\x1f\n" +
+	"\vserver_name\x18\x02 \x01(\tR\n" +
+	"serverName\x12(\n" +
+	"\x10client_cert_file\x18\x03 \x01(\tR\x0eclientCertFile\x12&\n" +
+	"\x0fclient_key_file\x18\x04 \x01(\tR\rclientKeyFile\"\xaf\x01\n" +
 	"\x06Schema\x12E\n" +
 	"\n" +
 	"reflection\x18\x01 \x01(\v2%.gatehouse.config.v1.ReflectionSourceR\n" +
@@ -3377,7 +4096,7 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\rejection_time\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\fejectionTime\x12>\n" +
 	"\x14max_ejection_percent\x18\x03 \x01(\rB\a\xbaH\x04*\x02\x18dH\x00R\x12maxEjectionPercent\x88\x01\x01\x12H\n" +
 	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\bintervalB\x17\n" +
-	"\x15_max_ejection_percent\"\xcf\x05\n" +
+	"\x15_max_ejection_percent\"\x83\x06\n" +
 	"\x05Route\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x120\n" +
 	"\x05match\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.MatchR\x05match\x12\x18\n" +
@@ -3393,7 +4112,13 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	" \x01(\v2\x1c.gatehouse.config.v1.TimeoutR\atimeout\x120\n" +
 	"\x05retry\x18\v \x01(\v2\x1a.gatehouse.config.v1.RetryR\x05retry\x12;\n" +
 	"\x14max_concurrent_calls\x18\f \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=R\x12maxConcurrentCalls\x12+\n" +
-	"\x11validate_requests\x18\r \x01(\bR\x10validateRequests\"V\n" +
+	"\x11validate_requests\x18\r \x01(\bR\x10validateRequests\x122\n" +
+	"\x04auth\x18\x0e \x01(\v2\x1e.gatehouse.config.v1.RouteAuthR\x04auth\"\x91\x01\n" +
+	"\tRouteAuth\x12\"\n" +
+	"\arequire\x18\x01 \x03(\tB\b\xbaH\x05\x92\x01\x02\b\x01R\arequire\x12\x14\n" +
+	"\x05rules\x18\x02 \x03(\tR\x05rules\x12#\n" +
+	"\rforward_token\x18\x03 \x01(\bR\fforwardToken\x12%\n" +
+	"\x0eforward_claims\x18\x04 \x03(\tR\rforwardClaims\"V\n" +
 	"\x0fWeightedBackend\x12!\n" +
 	"\abackend\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\abackend\x12 \n" +
 	"\x06weight\x18\x02 \x01(\rB\b\xbaH\x05*\x03\x18\x90NR\x06weight\"^\n" +
@@ -3517,121 +4242,141 @@ func file_gatehouse_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_gatehouse_config_v1_config_proto_rawDescData
 }
 
-var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 40)
+var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
 var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Config)(nil),              // 0: gatehouse.config.v1.Config
-	(*Rest)(nil),                // 1: gatehouse.config.v1.Rest
-	(*Quota)(nil),               // 2: gatehouse.config.v1.Quota
-	(*QuotaStore)(nil),          // 3: gatehouse.config.v1.QuotaStore
-	(*RedisStore)(nil),          // 4: gatehouse.config.v1.RedisStore
-	(*QuotaPolicy)(nil),         // 5: gatehouse.config.v1.QuotaPolicy
-	(*Rate)(nil),                // 6: gatehouse.config.v1.Rate
-	(*QuotaLimit)(nil),          // 7: gatehouse.config.v1.QuotaLimit
-	(*Listener)(nil),            // 8: gatehouse.config.v1.Listener
-	(*Admin)(nil),               // 9: gatehouse.config.v1.Admin
-	(*Limits)(nil),              // 10: gatehouse.config.v1.Limits
-	(*Keepalive)(nil),           // 11: gatehouse.config.v1.Keepalive
-	(*Backend)(nil),             // 12: gatehouse.config.v1.Backend
-	(*Schema)(nil),              // 13: gatehouse.config.v1.Schema
-	(*ReflectionSource)(nil),    // 14: gatehouse.config.v1.ReflectionSource
-	(*HealthCheck)(nil),         // 15: gatehouse.config.v1.HealthCheck
-	(*CircuitBreaker)(nil),      // 16: gatehouse.config.v1.CircuitBreaker
-	(*OutlierDetection)(nil),    // 17: gatehouse.config.v1.OutlierDetection
-	(*Route)(nil),               // 18: gatehouse.config.v1.Route
-	(*WeightedBackend)(nil),     // 19: gatehouse.config.v1.WeightedBackend
-	(*Mirror)(nil),              // 20: gatehouse.config.v1.Mirror
-	(*MetadataActions)(nil),     // 21: gatehouse.config.v1.MetadataActions
-	(*MetadataValue)(nil),       // 22: gatehouse.config.v1.MetadataValue
-	(*Rewrite)(nil),             // 23: gatehouse.config.v1.Rewrite
-	(*DirectResponse)(nil),      // 24: gatehouse.config.v1.DirectResponse
-	(*Timeout)(nil),             // 25: gatehouse.config.v1.Timeout
-	(*Retry)(nil),               // 26: gatehouse.config.v1.Retry
-	(*Backoff)(nil),             // 27: gatehouse.config.v1.Backoff
-	(*Match)(nil),               // 28: gatehouse.config.v1.Match
-	(*PathMatch)(nil),           // 29: gatehouse.config.v1.PathMatch
-	(*MetadataMatch)(nil),       // 30: gatehouse.config.v1.MetadataMatch
-	(*Logging)(nil),             // 31: gatehouse.config.v1.Logging
-	(*Telemetry)(nil),           // 32: gatehouse.config.v1.Telemetry
-	(*Tracing)(nil),             // 33: gatehouse.config.v1.Tracing
-	(*Otlp)(nil),                // 34: gatehouse.config.v1.Otlp
-	(*AccessLog)(nil),           // 35: gatehouse.config.v1.AccessLog
-	(*Metrics)(nil),             // 36: gatehouse.config.v1.Metrics
-	(*Audit)(nil),               // 37: gatehouse.config.v1.Audit
-	(*AuditCapture)(nil),        // 38: gatehouse.config.v1.AuditCapture
-	nil,                         // 39: gatehouse.config.v1.Backend.EndpointWeightsEntry
-	(*durationpb.Duration)(nil), // 40: google.protobuf.Duration
+	(*Authentication)(nil),      // 1: gatehouse.config.v1.Authentication
+	(*JwtProvider)(nil),         // 2: gatehouse.config.v1.JwtProvider
+	(*TokenSource)(nil),         // 3: gatehouse.config.v1.TokenSource
+	(*ApiKeySet)(nil),           // 4: gatehouse.config.v1.ApiKeySet
+	(*ApiKey)(nil),              // 5: gatehouse.config.v1.ApiKey
+	(*Rest)(nil),                // 6: gatehouse.config.v1.Rest
+	(*Quota)(nil),               // 7: gatehouse.config.v1.Quota
+	(*QuotaStore)(nil),          // 8: gatehouse.config.v1.QuotaStore
+	(*RedisStore)(nil),          // 9: gatehouse.config.v1.RedisStore
+	(*QuotaPolicy)(nil),         // 10: gatehouse.config.v1.QuotaPolicy
+	(*Rate)(nil),                // 11: gatehouse.config.v1.Rate
+	(*QuotaLimit)(nil),          // 12: gatehouse.config.v1.QuotaLimit
+	(*Listener)(nil),            // 13: gatehouse.config.v1.Listener
+	(*ListenerTls)(nil),         // 14: gatehouse.config.v1.ListenerTls
+	(*Admin)(nil),               // 15: gatehouse.config.v1.Admin
+	(*Limits)(nil),              // 16: gatehouse.config.v1.Limits
+	(*Keepalive)(nil),           // 17: gatehouse.config.v1.Keepalive
+	(*Backend)(nil),             // 18: gatehouse.config.v1.Backend
+	(*BackendTls)(nil),          // 19: gatehouse.config.v1.BackendTls
+	(*Schema)(nil),              // 20: gatehouse.config.v1.Schema
+	(*ReflectionSource)(nil),    // 21: gatehouse.config.v1.ReflectionSource
+	(*HealthCheck)(nil),         // 22: gatehouse.config.v1.HealthCheck
+	(*CircuitBreaker)(nil),      // 23: gatehouse.config.v1.CircuitBreaker
+	(*OutlierDetection)(nil),    // 24: gatehouse.config.v1.OutlierDetection
+	(*Route)(nil),               // 25: gatehouse.config.v1.Route
+	(*RouteAuth)(nil),           // 26: gatehouse.config.v1.RouteAuth
+	(*WeightedBackend)(nil),     // 27: gatehouse.config.v1.WeightedBackend
+	(*Mirror)(nil),              // 28: gatehouse.config.v1.Mirror
+	(*MetadataActions)(nil),     // 29: gatehouse.config.v1.MetadataActions
+	(*MetadataValue)(nil),       // 30: gatehouse.config.v1.MetadataValue
+	(*Rewrite)(nil),             // 31: gatehouse.config.v1.Rewrite
+	(*DirectResponse)(nil),      // 32: gatehouse.config.v1.DirectResponse
+	(*Timeout)(nil),             // 33: gatehouse.config.v1.Timeout
+	(*Retry)(nil),               // 34: gatehouse.config.v1.Retry
+	(*Backoff)(nil),             // 35: gatehouse.config.v1.Backoff
+	(*Match)(nil),               // 36: gatehouse.config.v1.Match
+	(*PathMatch)(nil),           // 37: gatehouse.config.v1.PathMatch
+	(*MetadataMatch)(nil),       // 38: gatehouse.config.v1.MetadataMatch
+	(*Logging)(nil),             // 39: gatehouse.config.v1.Logging
+	(*Telemetry)(nil),           // 40: gatehouse.config.v1.Telemetry
+	(*Tracing)(nil),             // 41: gatehouse.config.v1.Tracing
+	(*Otlp)(nil),                // 42: gatehouse.config.v1.Otlp
+	(*AccessLog)(nil),           // 43: gatehouse.config.v1.AccessLog
+	(*Metrics)(nil),             // 44: gatehouse.config.v1.Metrics
+	(*Audit)(nil),               // 45: gatehouse.config.v1.Audit
+	(*AuditCapture)(nil),        // 46: gatehouse.config.v1.AuditCapture
+	nil,                         // 47: gatehouse.config.v1.ApiKey.LabelsEntry
+	nil,                         // 48: gatehouse.config.v1.Backend.EndpointWeightsEntry
+	(*durationpb.Duration)(nil), // 49: google.protobuf.Duration
 }
 var file_gatehouse_config_v1_config_proto_depIdxs = []int32{
-	8,  // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
-	9,  // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
-	12, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
-	18, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
-	31, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
-	40, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
-	32, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
-	37, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
-	1,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
-	2,  // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
-	3,  // 10: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
-	5,  // 11: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
-	4,  // 12: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
-	40, // 13: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
-	6,  // 14: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
-	7,  // 15: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
-	40, // 16: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
-	10, // 17: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
-	40, // 18: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
-	40, // 19: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	11, // 20: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
-	40, // 21: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
-	40, // 22: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
-	40, // 23: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
-	40, // 24: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
-	39, // 25: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
-	15, // 26: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
-	16, // 27: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
-	17, // 28: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
-	13, // 29: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
-	14, // 30: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
-	40, // 31: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
-	40, // 32: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	40, // 33: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	40, // 34: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
-	40, // 35: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
-	40, // 36: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	28, // 37: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
-	19, // 38: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
-	20, // 39: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
-	21, // 40: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
-	23, // 41: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
-	24, // 42: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
-	25, // 43: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
-	26, // 44: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
-	22, // 45: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
-	22, // 46: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
-	40, // 47: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
-	40, // 48: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
-	40, // 49: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
-	27, // 50: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
-	40, // 51: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
-	40, // 52: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
-	40, // 53: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
-	30, // 54: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
-	30, // 55: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
-	30, // 56: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
-	29, // 57: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
-	30, // 58: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
-	33, // 59: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
-	35, // 60: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
-	36, // 61: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
-	34, // 62: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
-	40, // 63: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
-	38, // 64: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
-	65, // [65:65] is the sub-list for method output_type
-	65, // [65:65] is the sub-list for method input_type
-	65, // [65:65] is the sub-list for extension type_name
-	65, // [65:65] is the sub-list for extension extendee
-	0,  // [0:65] is the sub-list for field type_name
+	13, // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
+	15, // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
+	18, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
+	25, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
+	39, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
+	49, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
+	40, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
+	45, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
+	6,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
+	7,  // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
+	1,  // 10: gatehouse.config.v1.Config.authentication:type_name -> gatehouse.config.v1.Authentication
+	2,  // 11: gatehouse.config.v1.Authentication.jwt:type_name -> gatehouse.config.v1.JwtProvider
+	4,  // 12: gatehouse.config.v1.Authentication.api_keys:type_name -> gatehouse.config.v1.ApiKeySet
+	49, // 13: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
+	49, // 14: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
+	3,  // 15: gatehouse.config.v1.JwtProvider.from:type_name -> gatehouse.config.v1.TokenSource
+	5,  // 16: gatehouse.config.v1.ApiKeySet.keys:type_name -> gatehouse.config.v1.ApiKey
+	47, // 17: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
+	8,  // 18: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
+	10, // 19: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
+	9,  // 20: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
+	49, // 21: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
+	11, // 22: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
+	12, // 23: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
+	49, // 24: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
+	16, // 25: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
+	14, // 26: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
+	49, // 27: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
+	49, // 28: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	17, // 29: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
+	49, // 30: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
+	49, // 31: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
+	49, // 32: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
+	49, // 33: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
+	48, // 34: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
+	22, // 35: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
+	23, // 36: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
+	24, // 37: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
+	19, // 38: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
+	20, // 39: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
+	21, // 40: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
+	49, // 41: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
+	49, // 42: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	49, // 43: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	49, // 44: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
+	49, // 45: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
+	49, // 46: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	36, // 47: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
+	27, // 48: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
+	28, // 49: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
+	29, // 50: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
+	31, // 51: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
+	32, // 52: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
+	33, // 53: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
+	34, // 54: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
+	26, // 55: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
+	30, // 56: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
+	30, // 57: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
+	49, // 58: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
+	49, // 59: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
+	49, // 60: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
+	35, // 61: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
+	49, // 62: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
+	49, // 63: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
+	49, // 64: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
+	38, // 65: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
+	38, // 66: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
+	38, // 67: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
+	37, // 68: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
+	38, // 69: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
+	41, // 70: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
+	43, // 71: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
+	44, // 72: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
+	42, // 73: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
+	49, // 74: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
+	46, // 75: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
+	76, // [76:76] is the sub-list for method output_type
+	76, // [76:76] is the sub-list for method input_type
+	76, // [76:76] is the sub-list for extension type_name
+	76, // [76:76] is the sub-list for extension extendee
+	0,  // [0:76] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_config_v1_config_proto_init() }
@@ -3639,17 +4384,17 @@ func file_gatehouse_config_v1_config_proto_init() {
 	if File_gatehouse_config_v1_config_proto != nil {
 		return
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[10].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[13].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[26].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[29].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[20].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[23].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[34].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[37].OneofWrappers = []any{
 		(*PathMatch_Exact)(nil),
 		(*PathMatch_Prefix)(nil),
 		(*PathMatch_Regex)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[30].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[38].OneofWrappers = []any{
 		(*MetadataMatch_Exact)(nil),
 		(*MetadataMatch_Prefix)(nil),
 		(*MetadataMatch_Suffix)(nil),
@@ -3657,16 +4402,16 @@ func file_gatehouse_config_v1_config_proto_init() {
 		(*MetadataMatch_Present)(nil),
 		(*MetadataMatch_Absent)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[33].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[34].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[35].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[41].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[42].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[43].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_config_v1_config_proto_rawDesc), len(file_gatehouse_config_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   40,
+			NumMessages:   49,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
