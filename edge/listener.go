@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"net/http"
+	"runtime"
 	"strings"
 
 	"github.com/gatehouse-dev/gatehouse/config"
@@ -41,6 +42,10 @@ type server struct {
 // only; the shared listener enforces its limits in net/http.
 func grpcServerOptions(l config.Limits) []grpc.ServerOption {
 	return []grpc.ServerOption{
+		// Calls run on a pool of long-lived goroutines whose stacks are
+		// already grown, instead of a new goroutine each (whose stack grows
+		// and is copied on every call through the interceptor chain).
+		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
 		grpc.MaxRecvMsgSize(l.MaxMessageBytes),
 		grpc.MaxSendMsgSize(l.MaxMessageBytes),
 		grpc.MaxConcurrentStreams(l.MaxConcurrentStreams),
