@@ -2,18 +2,14 @@ package accesslog
 
 import (
 	"context"
-	"errors"
 	"io"
 	"log/slog"
-	"net"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -93,7 +89,7 @@ func newLog(logger *slog.Logger, opts []Option) *accessLog {
 
 func (l *accessLog) log(ctx context.Context, ci *callinfo.Info, method string, start time.Time, err error, recv, sent int64) {
 	end := l.now()
-	code := codeOf(err)
+	code := callinfo.Code(err)
 	if code == codes.OK && !l.sampled() {
 		return
 	}
@@ -124,7 +120,7 @@ func (l *accessLog) log(ctx context.Context, ci *callinfo.Info, method string, s
 		slog.Float64("upstream_duration_ms", float64(upstream)/float64(time.Millisecond)),
 		slog.Int64("bytes_received", recv),
 		slog.Int64("bytes_sent", sent),
-		slog.String("peer", peerAddr(ctx)),
+		slog.String("peer", callinfo.ClientAddr(ctx)),
 		slog.String("request_id", l.requestID(ctx)),
 	)
 	if l.traceID != nil {
@@ -138,44 +134,6 @@ func (l *accessLog) log(ctx context.Context, ci *callinfo.Info, method string, s
 	)
 	// Like slog.Logger, ignore the handler's error: there is no one to tell.
 	_ = l.handler.Handle(ctx, r)
-}
-
-// codeOf returns the code grpc-go sends for a handler's error.
-func codeOf(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	if st, ok := status.FromError(err); ok {
-		return st.Code()
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return status.FromContextError(err).Code()
-	}
-	return codes.Unknown
-}
-
-// peerAddr returns the client's address: the transport peer when it is TCP,
-// else the last x-forwarded-for hop, else whatever the peer is.
-func peerAddr(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if ok && p.Addr != nil {
-		if _, tcp := p.Addr.(*net.TCPAddr); tcp {
-			return p.Addr.String()
-		}
-	}
-	if xff := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for"); len(xff) > 0 {
-		last := xff[len(xff)-1]
-		if i := strings.LastIndexByte(last, ','); i >= 0 {
-			last = last[i+1:]
-		}
-		if last = strings.TrimSpace(last); last != "" {
-			return last
-		}
-	}
-	if ok && p.Addr != nil {
-		return p.Addr.String()
-	}
-	return ""
 }
 
 // lener is a message that knows its size, like the gateway's raw frames.

@@ -2,16 +2,11 @@ package audit
 
 import (
 	"context"
-	"errors"
-	"net"
-	"strings"
 	"sync"
 	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -148,12 +143,12 @@ func (a *auditor) build(ctx context.Context, ci *callinfo.Info, method string, s
 		Route:     route,
 		Backend:   backend,
 		Request:   captured,
-		Peer:      peerAddr(ctx),
+		Peer:      callinfo.ClientAddr(ctx),
 		RequestID: a.requestID(ctx),
 		TraceID:   a.traceID(ctx),
 		Decision:  trail.Decision{Allowed: !d.Denied, By: d.By},
 		Outcome: trail.Outcome{
-			Code:       codeOf(outcome).String(),
+			Code:       callinfo.Code(outcome).String(),
 			DurationMS: float64(end.Sub(start)) / float64(time.Millisecond),
 		},
 	}
@@ -224,41 +219,4 @@ func (s *serverStream) RecvMsg(m any) error {
 		}
 	}
 	return nil
-}
-
-func codeOf(err error) codes.Code {
-	if err == nil {
-		return codes.OK
-	}
-	if st, ok := status.FromError(err); ok {
-		return st.Code()
-	}
-	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
-		return status.FromContextError(err).Code()
-	}
-	return codes.Unknown
-}
-
-// peerAddr is the client's address: the TCP peer, else the last
-// x-forwarded-for hop (in-process REST calls), else the peer.
-func peerAddr(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if ok && p.Addr != nil {
-		if _, tcp := p.Addr.(*net.TCPAddr); tcp {
-			return p.Addr.String()
-		}
-	}
-	if xff := metadata.ValueFromIncomingContext(ctx, "x-forwarded-for"); len(xff) > 0 {
-		last := xff[len(xff)-1]
-		if i := strings.LastIndexByte(last, ','); i >= 0 {
-			last = last[i+1:]
-		}
-		if last = strings.TrimSpace(last); last != "" {
-			return last
-		}
-	}
-	if ok && p.Addr != nil {
-		return p.Addr.String()
-	}
-	return ""
 }
