@@ -92,9 +92,9 @@ var defaults = struct {
 		OnSinkFailure: "FAIL_CLOSED",
 	},
 	resilience: resilienceDefaults{
-		dnsRefresh:         30 * time.Second,
-		loadBalancing:      "ROUND_ROBIN",
-		health:             HealthCheckSettings{Interval: 5 * time.Second, Timeout: time.Second, UnhealthyThreshold: 3, HealthyThreshold: 1},
+		dnsRefresh:    30 * time.Second,
+		loadBalancing: "ROUND_ROBIN",
+		health:        HealthCheckSettings{Interval: 5 * time.Second, Timeout: time.Second, UnhealthyThreshold: 3, HealthyThreshold: 1},
 		breaker: BreakerSettings{
 			MaxConcurrent: 1024, MaxPending: 1024, ConsecutiveFailures: 5,
 			MinRequests: 20, Window: 10 * time.Second, OpenFor: 30 * time.Second, HalfOpenProbes: 1,

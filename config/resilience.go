@@ -10,12 +10,12 @@ import (
 // resilienceDefaults are the defaults of issue 6's fields, as documented in
 // config.proto.
 type resilienceDefaults struct {
-	dnsRefresh         time.Duration
-	loadBalancing      string
-	health             HealthCheckSettings
-	breaker            BreakerSettings
-	outlier            OutlierSettings
-	retry              RetrySettings
+	dnsRefresh    time.Duration
+	loadBalancing string
+	health        HealthCheckSettings
+	breaker       BreakerSettings
+	outlier       OutlierSettings
+	retry         RetrySettings
 }
 
 // HealthCheckSettings is Backend.health_check with defaults filled in.

@@ -32,7 +32,22 @@ func newDNSWatch(b *backend, lookup LookupHostFunc, clock Clock) *dnsWatch {
 	return &dnsWatch{b: b, lookup: lookup, clock: clock, known: map[string][]string{}, originOf: map[string]string{}}
 }
 
-func (w *dnsWatch) start() { w.schedule(0) }
+// start resolves at once, in the background, then every DNSRefresh.
+func (w *dnsWatch) start() {
+	w.running.Add(1)
+	go func() {
+		defer w.running.Done()
+		w.refresh()
+		w.schedule(w.every())
+	}()
+}
+
+func (w *dnsWatch) every() time.Duration {
+	if d := w.b.spec.DNSRefresh; d > 0 {
+		return d
+	}
+	return 30 * time.Second
+}
 
 // schedule runs a refresh after d, unless stopped.
 func (w *dnsWatch) schedule(d time.Duration) {
@@ -45,11 +60,7 @@ func (w *dnsWatch) schedule(d time.Duration) {
 	w.timer = w.clock.AfterFunc(d, func() {
 		defer w.running.Done()
 		w.refresh()
-		every := w.b.spec.DNSRefresh
-		if every <= 0 {
-			every = 30 * time.Second
-		}
-		w.schedule(every)
+		w.schedule(w.every())
 	})
 }
 
@@ -114,4 +125,5 @@ func (w *dnsWatch) stop() {
 		w.running.Done()
 	}
 	w.mu.Unlock()
+	w.running.Wait()
 }

@@ -277,7 +277,7 @@ func (g *guard) NewStream(ctx context.Context, desc *grpc.StreamDesc, method str
 		done(err)
 		return nil, err
 	}
-	gs := &guardedStream{ClientStream: cs, done: done}
+	gs := &guardedStream{ClientStream: cs, done: done, single: !desc.ServerStreams}
 	gs.stop = context.AfterFunc(ctx, func() { done(status.FromContextError(ctx.Err()).Err()) })
 	return gs, nil
 }
@@ -285,12 +285,17 @@ func (g *guard) NewStream(ctx context.Context, desc *grpc.StreamDesc, method str
 // guardedStream reports the call's result to the breaker when it ends.
 type guardedStream struct {
 	grpc.ClientStream
-	done func(error)
-	stop func() bool
+	done   func(error)
+	stop   func() bool
+	single bool // one response: the call ends with it
 }
 
 func (s *guardedStream) RecvMsg(m any) error {
 	err := s.ClientStream.RecvMsg(m)
+	if err == nil && s.single {
+		s.stop()
+		s.done(nil)
+	}
 	if err != nil {
 		s.stop()
 		if err == io.EOF {
