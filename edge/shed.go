@@ -53,12 +53,17 @@ func WithDrainDelay(d time.Duration) Option {
 	return optionFunc(func(o *options) { o.drainDelay = d })
 }
 
-// drainDelay waits out the drain delay, or until ctx ends.
+// drainDelay waits out the drain delay (the option, else the config's
+// drain_delay), or until ctx ends.
 func (g *Gateway) drainDelay(ctx context.Context) {
-	if g.opts.drainDelay <= 0 {
+	d := g.opts.drainDelay
+	if d <= 0 {
+		d = g.Config().GetDrainDelay().AsDuration()
+	}
+	if d <= 0 {
 		return
 	}
-	t := time.NewTimer(g.opts.drainDelay)
+	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-t.C:

@@ -65,8 +65,13 @@ type Config struct {
 	// How callers prove who they are: JWT providers and API key sets, named
 	// so that routes can require them.
 	Authentication *Authentication `protobuf:"bytes,11,opt,name=authentication,proto3" json:"authentication,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// On shutdown, how long readiness reports NOT_SERVING while the
+	// listeners still accept calls, so that load balancers and Kubernetes
+	// stop sending traffic before the listeners close. Counts against
+	// shutdown_grace. Default 0; a few seconds behind a load balancer.
+	DrainDelay    *durationpb.Duration `protobuf:"bytes,12,opt,name=drain_delay,json=drainDelay,proto3" json:"drain_delay,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Config) Reset() {
@@ -172,6 +177,13 @@ func (x *Config) GetQuota() *Quota {
 func (x *Config) GetAuthentication() *Authentication {
 	if x != nil {
 		return x.Authentication
+	}
+	return nil
+}
+
+func (x *Config) GetDrainDelay() *durationpb.Duration {
+	if x != nil {
+		return x.DrainDelay
 	}
 	return nil
 }
@@ -3907,7 +3919,7 @@ var File_gatehouse_config_v1_config_proto protoreflect.FileDescriptor
 
 const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\n" +
-	" gatehouse/config/v1/config.proto\x12\x13gatehouse.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\x96\x05\n" +
+	" gatehouse/config/v1/config.proto\x12\x13gatehouse.config.v1\x1a\x1bbuf/validate/validate.proto\x1a\x1egoogle/protobuf/duration.proto\"\xe1\x05\n" +
 	"\x06Config\x12E\n" +
 	"\tlisteners\x18\x01 \x03(\v2\x1d.gatehouse.config.v1.ListenerB\b\xbaH\x05\x92\x01\x02\b\x01R\tlisteners\x120\n" +
 	"\x05admin\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.AdminR\x05admin\x128\n" +
@@ -3921,7 +3933,10 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x04rest\x18\t \x01(\v2\x19.gatehouse.config.v1.RestR\x04rest\x120\n" +
 	"\x05quota\x18\n" +
 	" \x01(\v2\x1a.gatehouse.config.v1.QuotaR\x05quota\x12K\n" +
-	"\x0eauthentication\x18\v \x01(\v2#.gatehouse.config.v1.AuthenticationR\x0eauthentication\"\xf1\x01\n" +
+	"\x0eauthentication\x18\v \x01(\v2#.gatehouse.config.v1.AuthenticationR\x0eauthentication\x12I\n" +
+	"\vdrain_delay\x18\f \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
+	"\xaa\x01\a\"\x03\b\xac\x022\x00R\n" +
+	"drainDelay\"\xf1\x01\n" +
 	"\x0eAuthentication\x122\n" +
 	"\x03jwt\x18\x01 \x03(\v2 .gatehouse.config.v1.JwtProviderR\x03jwt\x129\n" +
 	"\bapi_keys\x18\x02 \x03(\v2\x1e.gatehouse.config.v1.ApiKeySetR\aapiKeys\x12G\n" +
@@ -4307,76 +4322,77 @@ var file_gatehouse_config_v1_config_proto_depIdxs = []int32{
 	6,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
 	7,  // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
 	1,  // 10: gatehouse.config.v1.Config.authentication:type_name -> gatehouse.config.v1.Authentication
-	2,  // 11: gatehouse.config.v1.Authentication.jwt:type_name -> gatehouse.config.v1.JwtProvider
-	4,  // 12: gatehouse.config.v1.Authentication.api_keys:type_name -> gatehouse.config.v1.ApiKeySet
-	49, // 13: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
-	49, // 14: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
-	3,  // 15: gatehouse.config.v1.JwtProvider.from:type_name -> gatehouse.config.v1.TokenSource
-	5,  // 16: gatehouse.config.v1.ApiKeySet.keys:type_name -> gatehouse.config.v1.ApiKey
-	47, // 17: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
-	8,  // 18: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
-	10, // 19: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
-	9,  // 20: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
-	49, // 21: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
-	11, // 22: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
-	12, // 23: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
-	49, // 24: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
-	16, // 25: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
-	14, // 26: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
-	49, // 27: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
-	49, // 28: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	17, // 29: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
-	49, // 30: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
-	49, // 31: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
-	49, // 32: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
-	49, // 33: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
-	48, // 34: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
-	22, // 35: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
-	23, // 36: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
-	24, // 37: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
-	19, // 38: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
-	20, // 39: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
-	21, // 40: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
-	49, // 41: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
-	49, // 42: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	49, // 43: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	49, // 44: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
-	49, // 45: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
-	49, // 46: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	36, // 47: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
-	27, // 48: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
-	28, // 49: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
-	29, // 50: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
-	31, // 51: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
-	32, // 52: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
-	33, // 53: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
-	34, // 54: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
-	26, // 55: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
-	30, // 56: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
-	30, // 57: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
-	49, // 58: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
-	49, // 59: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
-	49, // 60: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
-	35, // 61: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
-	49, // 62: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
-	49, // 63: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
-	49, // 64: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
-	38, // 65: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
-	38, // 66: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
-	38, // 67: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
-	37, // 68: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
-	38, // 69: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
-	41, // 70: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
-	43, // 71: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
-	44, // 72: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
-	42, // 73: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
-	49, // 74: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
-	46, // 75: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
-	76, // [76:76] is the sub-list for method output_type
-	76, // [76:76] is the sub-list for method input_type
-	76, // [76:76] is the sub-list for extension type_name
-	76, // [76:76] is the sub-list for extension extendee
-	0,  // [0:76] is the sub-list for field type_name
+	49, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
+	2,  // 12: gatehouse.config.v1.Authentication.jwt:type_name -> gatehouse.config.v1.JwtProvider
+	4,  // 13: gatehouse.config.v1.Authentication.api_keys:type_name -> gatehouse.config.v1.ApiKeySet
+	49, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
+	49, // 15: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
+	3,  // 16: gatehouse.config.v1.JwtProvider.from:type_name -> gatehouse.config.v1.TokenSource
+	5,  // 17: gatehouse.config.v1.ApiKeySet.keys:type_name -> gatehouse.config.v1.ApiKey
+	47, // 18: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
+	8,  // 19: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
+	10, // 20: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
+	9,  // 21: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
+	49, // 22: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
+	11, // 23: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
+	12, // 24: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
+	49, // 25: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
+	16, // 26: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
+	14, // 27: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
+	49, // 28: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
+	49, // 29: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	17, // 30: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
+	49, // 31: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
+	49, // 32: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
+	49, // 33: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
+	49, // 34: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
+	48, // 35: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
+	22, // 36: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
+	23, // 37: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
+	24, // 38: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
+	19, // 39: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
+	20, // 40: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
+	21, // 41: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
+	49, // 42: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
+	49, // 43: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	49, // 44: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	49, // 45: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
+	49, // 46: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
+	49, // 47: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	36, // 48: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
+	27, // 49: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
+	28, // 50: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
+	29, // 51: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
+	31, // 52: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
+	32, // 53: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
+	33, // 54: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
+	34, // 55: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
+	26, // 56: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
+	30, // 57: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
+	30, // 58: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
+	49, // 59: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
+	49, // 60: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
+	49, // 61: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
+	35, // 62: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
+	49, // 63: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
+	49, // 64: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
+	49, // 65: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
+	38, // 66: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
+	38, // 67: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
+	38, // 68: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
+	37, // 69: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
+	38, // 70: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
+	41, // 71: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
+	43, // 72: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
+	44, // 73: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
+	42, // 74: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
+	49, // 75: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
+	46, // 76: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
+	77, // [77:77] is the sub-list for method output_type
+	77, // [77:77] is the sub-list for method input_type
+	77, // [77:77] is the sub-list for extension type_name
+	77, // [77:77] is the sub-list for extension extendee
+	0,  // [0:77] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_config_v1_config_proto_init() }
