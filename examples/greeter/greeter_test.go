@@ -42,7 +42,10 @@ func start(t *testing.T, opts ...grpc.ServerOption) (*grpc.ClientConn, string) {
 	s := greeter.NewGRPCServer(greeter.New(addr), opts...)
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(lis) }()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		// A fixed 64 KiB window (no BDP growth), so that a long stream
+		// cannot finish before the client reads it.
+		grpc.WithInitialWindowSize(1<<16), grpc.WithInitialConnWindowSize(1<<16))
 	if err != nil {
 		s.Stop()
 		<-done
@@ -227,7 +230,11 @@ func TestStreamHellosClientCancel(t *testing.T) {
 	client := greeterv1.NewGreeterServiceClient(conn)
 	ctx, cancel := context.WithCancel(ctxTimeout(t))
 	defer cancel()
-	stream, err := client.StreamHellos(ctx, &greeterv1.StreamHellosRequest{Name: "Ada", Count: 1000})
+	// 1000 messages of over 100 bytes exceed the client's fixed 64 KiB
+	// flow-control window (see start), so the server cannot have finished
+	// the stream before the cancel (with short messages it sometimes had,
+	// and Recv saw OK).
+	stream, err := client.StreamHellos(ctx, &greeterv1.StreamHellosRequest{Name: strings.Repeat("A", 100), Count: 1000})
 	if err != nil {
 		t.Fatal(err)
 	}
