@@ -81,6 +81,8 @@ func check(cfg *configv1.Config, probs *problems, skip broken) {
 	}
 	c.checkTelemetry(cfg)
 	c.checkResilience(cfg)
+	c.checkSchema(cfg) // check_schema.go
+	c.checkQuota(cfg)
 }
 
 // routeAction checks that a route has exactly one action (backend, split

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"github.com/gatehouse-dev/gatehouse/interceptors/accesslog"
 	"github.com/gatehouse-dev/gatehouse/interceptors/recovery"
 	"github.com/gatehouse-dev/gatehouse/interceptors/requestid"
@@ -23,7 +24,19 @@ import (
 //     decision and outcome, after the call; fails it closed when the
 //     audit trail is down and on_sink_failure says so. Outside validate,
 //     so that refused invalid requests are audited too.
-//  5. validate:  refuses invalid requests before they reach a handler or a
+//  5. auth:      (client listeners) resolves the route the call will take
+//     and applies its auth block: credentials (UNAUTHENTICATED, 401 with
+//     WWW-Authenticate), CEL rules (PERMISSION_DENIED, 403), the
+//     listener's require_auth default-deny; establishes the principal that
+//     quotas and routes key on and the identity the backend gets. Inside
+//     audit and accesslog, so that refusals are logged and audited with
+//     their decision; before quota and validate, so that unauthenticated
+//     calls cost neither a quota lookup nor a decode.
+//  6. quota:     (when quota policies are configured) refuses calls over a
+//     rate limit or calendar quota (RESOURCE_EXHAUSTED, 429 for REST)
+//     before any decoding, and sets the RateLimit headers; inside audit and
+//     accesslog, so that refusals are logged and audited.
+//  7. validate:  refuses invalid requests before they reach a handler or a
 //     backend.
 //
 // Outside the chain, the server's stats handler (telemetry.go) attaches the
@@ -33,7 +46,7 @@ import (
 // Proxied calls pass only through stream interceptors, so every concern has
 // a stream variant; unary variants serve the gateway's own services.
 
-func (g *Gateway) streamChain() []grpc.StreamServerInterceptor {
+func (g *Gateway) streamChain(lc *configv1.Listener) []grpc.StreamServerInterceptor {
 	c := []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(recovery.WithLogger(g.log)),
 		requestid.StreamServerInterceptor(),
@@ -42,10 +55,12 @@ func (g *Gateway) streamChain() []grpc.StreamServerInterceptor {
 		c = append(c, accesslog.StreamServerInterceptor(g.opts.accessLogger, g.accessLogOptions()...))
 	}
 	c = append(c, g.obs.audit.stream()...)
-	return append(c, validate.StreamServerInterceptor(g.validator, validate.WithRequestTypes(compiledInRequestType)))
+	c = append(c, g.authStream(lc)...)   // auth.go
+	c = append(c, g.quotaStream()...)    // quota.go
+	return append(c, g.validateStream()) // schema.go: compiled-in and runtime-schema request types
 }
 
-func (g *Gateway) unaryChain() []grpc.UnaryServerInterceptor {
+func (g *Gateway) unaryChain(lc *configv1.Listener) []grpc.UnaryServerInterceptor {
 	c := []grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(recovery.WithLogger(g.log)),
 		requestid.UnaryServerInterceptor(),
@@ -54,6 +69,8 @@ func (g *Gateway) unaryChain() []grpc.UnaryServerInterceptor {
 		c = append(c, accesslog.UnaryServerInterceptor(g.opts.accessLogger, g.accessLogOptions()...))
 	}
 	c = append(c, g.obs.audit.unary()...)
+	c = append(c, g.authUnary(lc)...) // auth.go
+	c = append(c, g.quotaUnary()...)  // quota.go
 	return append(c, validate.UnaryServerInterceptor(g.validator))
 }
 

@@ -48,6 +48,10 @@ type Gateway struct {
 	reload reloadState    // the config in force and reload stats (reload.go)
 	obs    *observability // metrics, tracing and audit trail (telemetry.go)
 	watch  *watcher       // the config file watcher; nil when off (watch.go)
+	schema schemaState    // runtime schemas: REST, validation, reflection, OpenAPI (schema.go)
+	quota  *quotaState    // rate limits and quotas; nil when none (quota.go)
+	auth   *authState     // authentication and route auth blocks (auth.go)
+	tls    *backendCreds  // TLS to backends, per backend (tls.go)
 
 	mu       sync.Mutex
 	started  bool
@@ -71,7 +75,12 @@ func New(cfg *configv1.Config, opts ...Option) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	pool, err := upstream.New(specs, append(obs.upstreamOptions(), o.upstream...)...)
+	btls, err := newBackendCreds(cfg) // tls.go
+	if err != nil {
+		obs.shutdown(context.Background())
+		return nil, err
+	}
+	pool, err := upstream.New(specs, append(append(obs.upstreamOptions(), upstream.WithTransportCredentials(btls)), o.upstream...)...)
 	if err != nil {
 		obs.shutdown(context.Background())
 		return nil, err
@@ -82,7 +91,22 @@ func New(cfg *configv1.Config, opts ...Option) (*Gateway, error) {
 		pool.Close()
 		return nil, err
 	}
+	qs, err := newQuotaState(cfg, o, obs.metrics) // quota.go
+	if err != nil {
+		pool.Close()
+		obs.shutdown(context.Background())
+		return nil, err
+	}
+	as, err := newAuthState(cfg, o) // auth.go
+	if err != nil {
+		pool.Close()
+		qs.close()
+		obs.shutdown(context.Background())
+		return nil, err
+	}
 	g := &Gateway{
+		auth:      as,
+		tls:       btls,
 		validator: validator,
 		cfg:       cfg,
 		opts:      o,
@@ -92,10 +116,12 @@ func New(cfg *configv1.Config, opts ...Option) (*Gateway, error) {
 		health:    newDrainingHealth(),
 		codec:     routing.NewCodec(),
 		obs:       obs,
+		quota:     qs,
 	}
 	// Not serving until the backends are known to be reachable.
 	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	g.initReload(cfg)
+	g.initSchemas(cfg)
 	return g, nil
 }
 
@@ -155,6 +181,7 @@ func (g *Gateway) Start(ctx context.Context) error {
 	}
 
 	g.pool.Connect()
+	g.startSchemas(ctx) // schema.go: REST routes of the runtime schemas
 	hctx, cancel := context.WithCancel(context.Background())
 	g.stopHealth = cancel
 	g.healthDone = make(chan struct{})
@@ -244,6 +271,9 @@ func (g *Gateway) Shutdown(ctx context.Context) error {
 		d.Close() // mirror calls still in flight end now
 	}
 	g.obs.shutdown(ctx) // after the drain: every call's audit record is in
+	g.closeSchemas()
+	g.quota.close() // after the drain: no call asks Redis any more
+	g.auth.close()  // JWKS fetches
 	g.pool.Close()
 	return nil
 }
@@ -253,16 +283,18 @@ func (g *Gateway) ShutdownGrace() time.Duration { return config.ShutdownGrace(g.
 
 // newGRPCServer makes a grpc.Server with the listener's limits, the
 // interceptor chain and the raw-frame codec. When proxy is true, methods it
-// does not serve go to the director.
-func (g *Gateway) newGRPCServer(l config.Limits, proxy bool) *grpc.Server {
+// does not serve go to the director. lc is the client listener (nil for the
+// admin listener); extra server options come last.
+func (g *Gateway) newGRPCServer(l config.Limits, proxy bool, lc *configv1.Listener, extra ...grpc.ServerOption) *grpc.Server {
 	opts := grpcServerOptions(l)
 	opts = append(opts,
 		grpc.ForceServerCodecV2(g.codec),
-		grpc.ChainStreamInterceptor(g.streamChain()...),
-		grpc.ChainUnaryInterceptor(g.unaryChain()...),
+		grpc.ChainStreamInterceptor(g.streamChain(lc)...),
+		grpc.ChainUnaryInterceptor(g.unaryChain(lc)...),
 	)
+	opts = append(opts, extra...)
 	if proxy {
-		d := routing.NewDirector(g.withCallPolicies(g.router), // resilience.go
+		d := routing.NewDirector(g.withIdentity(g.withCallPolicies(g.router)), // auth.go, resilience.go
 			routing.WithCallOptions(grpc.MaxCallRecvMsgSize(l.MaxMessageBytes), grpc.MaxCallSendMsgSize(l.MaxMessageBytes)),
 		)
 		g.directors = append(g.directors, d)
@@ -282,7 +314,11 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 	if s.protocol == "" {
 		s.protocol = protocolShared
 	}
-	s.grpc = g.newGRPCServer(limits, true)
+	ts, err := g.listenerTLS(l) // tls.go
+	if err != nil {
+		return nil, err
+	}
+	s.grpc = g.newGRPCServer(limits, true, l, grpcTLSOptions(ts, s.protocol)...)
 	g.registerReflection(s.grpc, true)
 	if s.protocol == protocolGRPC {
 		return s, nil
@@ -290,15 +326,18 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 	if err := s.dialInProcess(limits.MaxMessageBytes); err != nil {
 		return nil, err
 	}
-	mux := newRESTMux()
-	for _, reg := range g.opts.rest {
-		if err := reg(ctx, mux, s.conn); err != nil {
-			s.stop()
-			return nil, err
-		}
+	rest, err := g.newRESTHandler(ctx, s.conn) // schema.go: compiled-in and runtime-schema routes
+	if err != nil {
+		s.stop()
+		return nil, err
 	}
-	s.rest = limitBody(mux, int64(limits.MaxMessageBytes))
+	s.rest = limitBody(rest, int64(limits.MaxMessageBytes))
+	if s.browser, err = g.newBrowser(s.name, s, limits.MaxMessageBytes, s.rest); err != nil { // browser.go
+		s.stop()
+		return nil, err
+	}
 	s.http = newHTTPServer(s, limits)
+	serveTLS(s, ts) // tls.go
 	return s, nil
 }
 
@@ -307,7 +346,7 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 func (g *Gateway) newAdminServer(ctx context.Context, lis net.Listener) (*server, error) {
 	limits := config.ListenerLimits(nil)
 	s := &server{name: "admin", protocol: protocolShared, lis: lis}
-	s.grpc = g.newGRPCServer(limits, false)
+	s.grpc = g.newGRPCServer(limits, false, nil)
 	adminv1.RegisterAdminServiceServer(s.grpc, &adminService{g: g})
 	g.registerReflection(s.grpc, false)
 	if err := s.dialInProcess(limits.MaxMessageBytes); err != nil {

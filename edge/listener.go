@@ -31,10 +31,11 @@ type server struct {
 	grpc     *grpc.Server
 
 	// Shared listeners only.
-	http   *http.Server
-	inproc *bufconn.Listener
-	conn   *grpc.ClientConn // in-process client of grpc, for REST
-	rest   http.Handler
+	http    *http.Server
+	inproc  *bufconn.Listener
+	conn    *grpc.ClientConn // in-process client of grpc, for REST
+	rest    http.Handler
+	browser *browser // CORS, gRPC-Web, browser streams, WebSocket; then rest (browser.go)
 }
 
 // grpcServerOptions turns listener limits into grpc.Server options. The
@@ -87,7 +88,7 @@ func newHTTPServer(h http.Handler, l config.Limits) *http.Server {
 // isGRPC reports whether r is a gRPC call (HTTP/2 with an application/grpc
 // content type), as opposed to REST.
 func isGRPC(r *http.Request) bool {
-	return r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc")
+	return r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") && !isGRPCWeb(r)
 }
 
 // ServeHTTP routes a shared listener's requests: gRPC to the grpc.Server,
@@ -95,6 +96,10 @@ func isGRPC(r *http.Request) bool {
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if isGRPC(r) {
 		s.grpc.ServeHTTP(w, r)
+		return
+	}
+	if s.browser != nil {
+		s.browser.ServeHTTP(w, r) // hands REST on to s.rest
 		return
 	}
 	s.rest.ServeHTTP(w, r)

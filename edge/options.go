@@ -4,6 +4,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/interceptors/auth"
+	"github.com/gatehouse-dev/gatehouse/quota"
 	"github.com/gatehouse-dev/gatehouse/upstream"
 )
 
@@ -20,6 +22,9 @@ type options struct {
 	telemetry      telemetryOptions  // telemetry.go
 	upstream       []upstream.Option // resilience.go
 	drainDelay     time.Duration     // shed.go
+	quota          []quota.Option    // quota.go
+	browser        browserOptions    // browser.go: CORS, gRPC-Web, streams, WebSocket
+	auth           []auth.Option     // auth.go
 
 	// Live configuration (reload.go, watch.go).
 	configFile    string         // the config file; "" for none

@@ -310,10 +310,14 @@ func (g *Gateway) applyConfig(ctx context.Context, source string, load func() (*
 			added = append(added, s.Name)
 		}
 	}
+	if err := g.tls.update(eff); err != nil { // tls.go: backends' TLS files read before anything changes
+		return nil, refused(source, err)
+	}
 	if err := g.pool.Update(union); err != nil {
 		return nil, refused(source, err)
 	}
 	g.router.Swap(table)
+	g.reloadSchemas(ctx, eff) // schema.go: descriptor sets reread, reflection fetched again
 	if err := g.pool.Update(newSpecs); err != nil {
 		// Only a closed pool (a shutdown under way) gets here.
 		g.log.Warn("config reload: removing backends", "error", err)

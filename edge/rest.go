@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"strings"
 
 	"github.com/gatehouse-dev/gatehouse/routing"
+	"github.com/gatehouse-dev/gatehouse/transcode"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -61,20 +63,26 @@ func outgoingHeader(key string) (string, bool) {
 
 // newRESTMux returns a grpc-gateway mux with Gatehouse's header rules and
 // error mapping: google.rpc.Status bodies, 404 for a call no route takes,
-// 413 for a body over the listener's message limit.
-func newRESTMux() *runtime.ServeMux {
-	return runtime.NewServeMux(
+// 405 for a known path with the wrong verb, 413 for a body over the
+// listener's message limit. X-HTTP-Method-Override is ignored: a client
+// gets the verb it sent. extra options come last and so override these
+// (shared listeners set their forwarded headers and protojson options).
+func newRESTMux(extra ...runtime.ServeMuxOption) *runtime.ServeMux {
+	opts := []runtime.ServeMuxOption{
 		runtime.WithIncomingHeaderMatcher(incomingHeader),
 		runtime.WithMetadata(restAttributes),
+		runtime.WithMetadata(clientCertMetadata), // auth.go: a verified client certificate, for "mtls" routes
 		runtime.WithOutgoingHeaderMatcher(outgoingHeader),
 		runtime.WithOutgoingTrailerMatcher(outgoingHeader),
 		runtime.WithErrorHandler(restError),
 		runtime.WithRoutingErrorHandler(routingError),
+		runtime.WithDisableHTTPMethodOverride(),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{EmitUnpopulated: false},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
 		}),
-	)
+	}
+	return runtime.NewServeMux(append(opts, extra...)...)
 }
 
 // restError writes a gRPC error as an HTTP status with a google.rpc.Status
@@ -202,4 +210,49 @@ func registerHealthRoutes(mux *runtime.ServeMux, hc healthpb.HealthClient) error
 		return err
 	}
 	return mux.HandlePath(http.MethodGet, "/readyz", probe(true))
+}
+
+// registerOpenAPI serves the OpenAPI 3.1 document of the runtime schemas'
+// REST mapping: GET /openapi.json for every backend, GET
+// /openapi/<backend>.json for one. It is generated from the schemas in
+// force at each request, with the listener's JSON options.
+func registerOpenAPI(mux *runtime.ServeMux, g *Gateway) error {
+	serve := func(w http.ResponseWriter, r *http.Request, backend string) {
+		set := g.Schemas()
+		if backend != "" {
+			if _, ok := set.Schema(backend); !ok {
+				writeStatus(w, &runtime.JSONPb{}, http.StatusNotFound,
+					status.Newf(codes.NotFound, "gatehouse: no schema for backend %q", backend))
+				return
+			}
+		}
+		rc := g.Config().GetRest()
+		doc := transcode.OpenAPI(set, transcode.OpenAPIOptions{
+			Title:         "Gatehouse REST API",
+			Version:       "1",
+			UseProtoNames: rc.GetUseProtoNames(),
+			EnumsAsInts:   rc.GetEnumsAsInts(),
+			Backend:       backend,
+		})
+		body, err := json.MarshalIndent(doc, "", "  ")
+		if err != nil {
+			writeStatus(w, &runtime.JSONPb{}, http.StatusInternalServerError, status.New(codes.Internal, err.Error()))
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(append(body, '\n'))
+	}
+	if err := mux.HandlePath(http.MethodGet, "/openapi.json", func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+		serve(w, r, "")
+	}); err != nil {
+		return err
+	}
+	return mux.HandlePath(http.MethodGet, "/openapi/{file}", func(w http.ResponseWriter, r *http.Request, p map[string]string) {
+		name, ok := strings.CutSuffix(p["file"], ".json")
+		if !ok || name == "" {
+			routingError(r.Context(), mux, &runtime.JSONPb{}, w, r, http.StatusNotFound)
+			return
+		}
+		serve(w, r, name)
+	})
 }

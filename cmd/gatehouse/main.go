@@ -41,13 +41,22 @@ commands:
                      ready-to-paste grpcurl and curl commands
   audit verify FILE  check an audit file's hash chain; name the first
                      altered, removed or reordered record (exit status 1)
-  version            print the version
+  init --backend NAME=HOST:PORT
+                     write a starter config from backends' server reflection
+  completion bash|zsh
+                     print a shell completion script
+  schema             print the config file's JSON Schema (for editors)
+  version            print the version, VCS revision and Go version
+  help [COMMAND]     explain a command, with examples (or: COMMAND --help)
 `
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return 2
+	}
+	if wantsHelp(args[1:]) && commandHelp(stdout, args[0]) { // cli.go
+		return 0
 	}
 	switch args[0] {
 	case "serve":
@@ -58,12 +67,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runDemo(args[1:], stdout, stderr)
 	case "audit":
 		return auditCommand(args[1:], stdout, stderr) // audit.go
+	case "init":
+		return runInit(args[1:], stdout, stderr) // init.go
+	case "completion":
+		return completion(args[1:], stdout, stderr) // cli.go
+	case "schema":
+		return printSchema(args[1:], stdout, stderr) // cli.go
 	case "version", "--version", "-version":
-		fmt.Fprintf(stdout, "gatehouse %s\n", buildVersion())
+		printVersion(stdout) // cli.go
 		return 0
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
-		return 0
+		return helpCommand(args[1:], stdout, stderr) // cli.go
 	default:
 		fmt.Fprintf(stderr, "gatehouse: unknown command %q\n\n%s", args[0], usage)
 		return 2
@@ -151,7 +165,14 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer reloadOnSIGHUP(g, log)()
-	return runUntilSignal(g, log, func(ctx context.Context) error { return g.Start(ctx) }, func(ctx context.Context) error { return g.Shutdown(ctx) })
+	start := func(ctx context.Context) error {
+		if err := g.Start(ctx); err != nil {
+			return err
+		}
+		announce(summarize(cfg, g.Addr), stderr, log) // summary.go
+		return nil
+	}
+	return runUntilSignal(g, log, start, func(ctx context.Context) error { return g.Shutdown(ctx) })
 }
 
 func runDemo(args []string, stdout, stderr io.Writer) int {

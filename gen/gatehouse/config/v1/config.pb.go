@@ -1138,7 +1138,14 @@ type Listener struct {
 	Tls *ListenerTls `protobuf:"bytes,5,opt,name=tls,proto3" json:"tls,omitempty"`
 	// Refuse every call on this listener whose route has no auth block
 	// (default-deny). Default false.
-	RequireAuth   bool `protobuf:"varint,6,opt,name=require_auth,json=requireAuth,proto3" json:"require_auth,omitempty"`
+	RequireAuth bool `protobuf:"varint,6,opt,name=require_auth,json=requireAuth,proto3" json:"require_auth,omitempty"`
+	// Cross-origin (CORS) access for browsers, for every call on this
+	// listener (REST, gRPC-Web, WebSocket, streams). Preflights (OPTIONS with
+	// Access-Control-Request-Method) are answered at the edge and never reach
+	// a backend. Off when absent: no CORS headers, and preflights get 404/405
+	// like any unrouted request. A route's own cors replaces this one for the
+	// calls the route takes.
+	Cors          *Cors `protobuf:"bytes,7,opt,name=cors,proto3" json:"cors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1215,6 +1222,131 @@ func (x *Listener) GetRequireAuth() bool {
 	return false
 }
 
+func (x *Listener) GetCors() *Cors {
+	if x != nil {
+		return x.Cors
+	}
+	return nil
+}
+
+// Cors is a cross-origin resource sharing policy. A request whose Origin is
+// not allowed gets no CORS headers at all (the browser then refuses it);
+// the call itself is not refused by the gateway.
+type Cors struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Origins allowed to call, each "*" (any origin), an exact origin
+	// "https://app.example.com" (scheme, host and port if not the default),
+	// or a wildcard subdomain "https://*.example.org", which matches
+	// https://a.example.org and https://a.b.example.org but not
+	// https://example.org. Compared case-insensitively. Empty: none.
+	AllowedOrigins []string `protobuf:"bytes,1,rep,name=allowed_origins,json=allowedOrigins,proto3" json:"allowed_origins,omitempty"`
+	// HTTP methods allowed in preflights. Default GET, HEAD, POST, PUT,
+	// PATCH, DELETE.
+	AllowedMethods []string `protobuf:"bytes,2,rep,name=allowed_methods,json=allowedMethods,proto3" json:"allowed_methods,omitempty"`
+	// Request headers allowed in preflights, case-insensitive; "*" allows
+	// any header the preflight asks for. Default: content-type,
+	// authorization, x-api-key, x-grpc-web, x-user-agent, grpc-timeout,
+	// connect-protocol-version, connect-timeout-ms, x-request-id,
+	// traceparent, tracestate, baggage.
+	AllowedHeaders []string `protobuf:"bytes,3,rep,name=allowed_headers,json=allowedHeaders,proto3" json:"allowed_headers,omitempty"`
+	// Response headers a browser script may read, in addition to the ones
+	// always exposed: grpc-status, grpc-message, grpc-status-details-bin,
+	// x-request-id, retry-after, ratelimit, ratelimit-policy,
+	// ratelimit-limit, ratelimit-remaining, ratelimit-reset,
+	// x-ratelimit-limit, x-ratelimit-remaining, x-ratelimit-reset.
+	ExposedHeaders []string `protobuf:"bytes,4,rep,name=exposed_headers,json=exposedHeaders,proto3" json:"exposed_headers,omitempty"`
+	// Allow cookies and HTTP authentication (Access-Control-Allow-Credentials:
+	// true). Not with allowed_origins "*". Default false.
+	AllowCredentials bool `protobuf:"varint,5,opt,name=allow_credentials,json=allowCredentials,proto3" json:"allow_credentials,omitempty"`
+	// How long a browser may cache a preflight's answer
+	// (Access-Control-Max-Age, whole seconds). Default 10m; at most 24h.
+	MaxAge *durationpb.Duration `protobuf:"bytes,6,opt,name=max_age,json=maxAge,proto3" json:"max_age,omitempty"`
+	// Answer preflights that ask for private network access
+	// (Access-Control-Allow-Private-Network: true). Default false.
+	AllowPrivateNetwork bool `protobuf:"varint,7,opt,name=allow_private_network,json=allowPrivateNetwork,proto3" json:"allow_private_network,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
+}
+
+func (x *Cors) Reset() {
+	*x = Cors{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Cors) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Cors) ProtoMessage() {}
+
+func (x *Cors) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Cors.ProtoReflect.Descriptor instead.
+func (*Cors) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *Cors) GetAllowedOrigins() []string {
+	if x != nil {
+		return x.AllowedOrigins
+	}
+	return nil
+}
+
+func (x *Cors) GetAllowedMethods() []string {
+	if x != nil {
+		return x.AllowedMethods
+	}
+	return nil
+}
+
+func (x *Cors) GetAllowedHeaders() []string {
+	if x != nil {
+		return x.AllowedHeaders
+	}
+	return nil
+}
+
+func (x *Cors) GetExposedHeaders() []string {
+	if x != nil {
+		return x.ExposedHeaders
+	}
+	return nil
+}
+
+func (x *Cors) GetAllowCredentials() bool {
+	if x != nil {
+		return x.AllowCredentials
+	}
+	return false
+}
+
+func (x *Cors) GetMaxAge() *durationpb.Duration {
+	if x != nil {
+		return x.MaxAge
+	}
+	return nil
+}
+
+func (x *Cors) GetAllowPrivateNetwork() bool {
+	if x != nil {
+		return x.AllowPrivateNetwork
+	}
+	return false
+}
+
 // ListenerTls sets a listener's TLS.
 type ListenerTls struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1235,7 +1367,7 @@ type ListenerTls struct {
 
 func (x *ListenerTls) Reset() {
 	*x = ListenerTls{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1247,7 +1379,7 @@ func (x *ListenerTls) String() string {
 func (*ListenerTls) ProtoMessage() {}
 
 func (x *ListenerTls) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1260,7 +1392,7 @@ func (x *ListenerTls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerTls.ProtoReflect.Descriptor instead.
 func (*ListenerTls) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *ListenerTls) GetCertFile() string {
@@ -1312,7 +1444,7 @@ type Admin struct {
 
 func (x *Admin) Reset() {
 	*x = Admin{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1324,7 +1456,7 @@ func (x *Admin) String() string {
 func (*Admin) ProtoMessage() {}
 
 func (x *Admin) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1337,7 +1469,7 @@ func (x *Admin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admin.ProtoReflect.Descriptor instead.
 func (*Admin) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Admin) GetAddress() string {
@@ -1384,7 +1516,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1396,7 +1528,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1409,7 +1541,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Limits) GetMaxConcurrentStreams() uint32 {
@@ -1482,7 +1614,7 @@ type Keepalive struct {
 
 func (x *Keepalive) Reset() {
 	*x = Keepalive{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1494,7 +1626,7 @@ func (x *Keepalive) String() string {
 func (*Keepalive) ProtoMessage() {}
 
 func (x *Keepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1507,7 +1639,7 @@ func (x *Keepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keepalive.ProtoReflect.Descriptor instead.
 func (*Keepalive) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Keepalive) GetMinPingInterval() *durationpb.Duration {
@@ -1580,7 +1712,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1592,7 +1724,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1605,7 +1737,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Backend) GetName() string {
@@ -1704,7 +1836,7 @@ type BackendTls struct {
 
 func (x *BackendTls) Reset() {
 	*x = BackendTls{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1716,7 +1848,7 @@ func (x *BackendTls) String() string {
 func (*BackendTls) ProtoMessage() {}
 
 func (x *BackendTls) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1729,7 +1861,7 @@ func (x *BackendTls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendTls.ProtoReflect.Descriptor instead.
 func (*BackendTls) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *BackendTls) GetCaFile() string {
@@ -1778,7 +1910,7 @@ type Schema struct {
 
 func (x *Schema) Reset() {
 	*x = Schema{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1790,7 +1922,7 @@ func (x *Schema) String() string {
 func (*Schema) ProtoMessage() {}
 
 func (x *Schema) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1803,7 +1935,7 @@ func (x *Schema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schema.ProtoReflect.Descriptor instead.
 func (*Schema) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Schema) GetReflection() *ReflectionSource {
@@ -1838,7 +1970,7 @@ type ReflectionSource struct {
 
 func (x *ReflectionSource) Reset() {
 	*x = ReflectionSource{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +1982,7 @@ func (x *ReflectionSource) String() string {
 func (*ReflectionSource) ProtoMessage() {}
 
 func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +1995,7 @@ func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReflectionSource.ProtoReflect.Descriptor instead.
 func (*ReflectionSource) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *ReflectionSource) GetRefreshInterval() *durationpb.Duration {
@@ -1893,7 +2025,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1905,7 +2037,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1918,7 +2050,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *HealthCheck) GetInterval() *durationpb.Duration {
@@ -1985,7 +2117,7 @@ type CircuitBreaker struct {
 
 func (x *CircuitBreaker) Reset() {
 	*x = CircuitBreaker{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1997,7 +2129,7 @@ func (x *CircuitBreaker) String() string {
 func (*CircuitBreaker) ProtoMessage() {}
 
 func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2010,7 +2142,7 @@ func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
 func (*CircuitBreaker) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *CircuitBreaker) GetMaxConcurrent() uint32 {
@@ -2081,7 +2213,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2093,7 +2225,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2106,7 +2238,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *OutlierDetection) GetConsecutiveFailures() uint32 {
@@ -2179,14 +2311,18 @@ type Route struct {
 	ValidateRequests bool `protobuf:"varint,13,opt,name=validate_requests,json=validateRequests,proto3" json:"validate_requests,omitempty"`
 	// Authentication and authorization of the route's calls. Without it the
 	// route needs no credentials (unless its listener requires auth).
-	Auth          *RouteAuth `protobuf:"bytes,14,opt,name=auth,proto3" json:"auth,omitempty"`
+	Auth *RouteAuth `protobuf:"bytes,14,opt,name=auth,proto3" json:"auth,omitempty"`
+	// Cross-origin (CORS) access for this route's calls; replaces the
+	// listener's cors entirely (it is not merged). A route cors with no
+	// allowed_origins turns cross-origin access off for the route.
+	Cors          *Cors `protobuf:"bytes,15,opt,name=cors,proto3" json:"cors,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2198,7 +2334,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2211,7 +2347,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Route) GetName() string {
@@ -2312,6 +2448,13 @@ func (x *Route) GetAuth() *RouteAuth {
 	return nil
 }
 
+func (x *Route) GetCors() *Cors {
+	if x != nil {
+		return x.Cors
+	}
+	return nil
+}
+
 // RouteAuth says what a route's callers must prove and may do.
 type RouteAuth struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -2333,7 +2476,7 @@ type RouteAuth struct {
 
 func (x *RouteAuth) Reset() {
 	*x = RouteAuth{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2345,7 +2488,7 @@ func (x *RouteAuth) String() string {
 func (*RouteAuth) ProtoMessage() {}
 
 func (x *RouteAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2358,7 +2501,7 @@ func (x *RouteAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAuth.ProtoReflect.Descriptor instead.
 func (*RouteAuth) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *RouteAuth) GetRequire() []string {
@@ -2402,7 +2545,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2414,7 +2557,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2427,7 +2570,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WeightedBackend) GetBackend() string {
@@ -2457,7 +2600,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2469,7 +2612,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2482,7 +2625,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Mirror) GetBackend() string {
@@ -2515,7 +2658,7 @@ type MetadataActions struct {
 
 func (x *MetadataActions) Reset() {
 	*x = MetadataActions{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2527,7 +2670,7 @@ func (x *MetadataActions) String() string {
 func (*MetadataActions) ProtoMessage() {}
 
 func (x *MetadataActions) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2540,7 +2683,7 @@ func (x *MetadataActions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataActions.ProtoReflect.Descriptor instead.
 func (*MetadataActions) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *MetadataActions) GetRemove() []string {
@@ -2577,7 +2720,7 @@ type MetadataValue struct {
 
 func (x *MetadataValue) Reset() {
 	*x = MetadataValue{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2589,7 +2732,7 @@ func (x *MetadataValue) String() string {
 func (*MetadataValue) ProtoMessage() {}
 
 func (x *MetadataValue) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2602,7 +2745,7 @@ func (x *MetadataValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataValue.ProtoReflect.Descriptor instead.
 func (*MetadataValue) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *MetadataValue) GetName() string {
@@ -2635,7 +2778,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2647,7 +2790,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2660,7 +2803,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Rewrite) GetService() string {
@@ -2691,7 +2834,7 @@ type DirectResponse struct {
 
 func (x *DirectResponse) Reset() {
 	*x = DirectResponse{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2703,7 +2846,7 @@ func (x *DirectResponse) String() string {
 func (*DirectResponse) ProtoMessage() {}
 
 func (x *DirectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2716,7 +2859,7 @@ func (x *DirectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
 func (*DirectResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *DirectResponse) GetCode() string {
@@ -2752,7 +2895,7 @@ type Timeout struct {
 
 func (x *Timeout) Reset() {
 	*x = Timeout{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2764,7 +2907,7 @@ func (x *Timeout) String() string {
 func (*Timeout) ProtoMessage() {}
 
 func (x *Timeout) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2777,7 +2920,7 @@ func (x *Timeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeout.ProtoReflect.Descriptor instead.
 func (*Timeout) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Timeout) GetDefault() *durationpb.Duration {
@@ -2827,7 +2970,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2839,7 +2982,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2852,7 +2995,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -2910,7 +3053,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2922,7 +3065,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2935,7 +3078,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Backoff) GetBase() *durationpb.Duration {
@@ -2995,7 +3138,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3007,7 +3150,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3020,7 +3163,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Match) GetMethod() string {
@@ -3118,7 +3261,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3130,7 +3273,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3143,7 +3286,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *PathMatch) GetKind() isPathMatch_Kind {
@@ -3232,7 +3375,7 @@ type MetadataMatch struct {
 
 func (x *MetadataMatch) Reset() {
 	*x = MetadataMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3244,7 +3387,7 @@ func (x *MetadataMatch) String() string {
 func (*MetadataMatch) ProtoMessage() {}
 
 func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3257,7 +3400,7 @@ func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatch.ProtoReflect.Descriptor instead.
 func (*MetadataMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *MetadataMatch) GetName() string {
@@ -3393,7 +3536,7 @@ type Logging struct {
 
 func (x *Logging) Reset() {
 	*x = Logging{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3405,7 +3548,7 @@ func (x *Logging) String() string {
 func (*Logging) ProtoMessage() {}
 
 func (x *Logging) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3418,7 +3561,7 @@ func (x *Logging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logging.ProtoReflect.Descriptor instead.
 func (*Logging) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Logging) GetLevel() string {
@@ -3444,7 +3587,7 @@ type Telemetry struct {
 
 func (x *Telemetry) Reset() {
 	*x = Telemetry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3599,7 @@ func (x *Telemetry) String() string {
 func (*Telemetry) ProtoMessage() {}
 
 func (x *Telemetry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3612,7 @@ func (x *Telemetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
 func (*Telemetry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Telemetry) GetTracing() *Tracing {
@@ -3512,7 +3655,7 @@ type Tracing struct {
 
 func (x *Tracing) Reset() {
 	*x = Tracing{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3524,7 +3667,7 @@ func (x *Tracing) String() string {
 func (*Tracing) ProtoMessage() {}
 
 func (x *Tracing) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3537,7 +3680,7 @@ func (x *Tracing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
 func (*Tracing) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Tracing) GetOtlp() *Otlp {
@@ -3583,7 +3726,7 @@ type Otlp struct {
 
 func (x *Otlp) Reset() {
 	*x = Otlp{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3595,7 +3738,7 @@ func (x *Otlp) String() string {
 func (*Otlp) ProtoMessage() {}
 
 func (x *Otlp) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3608,7 +3751,7 @@ func (x *Otlp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Otlp.ProtoReflect.Descriptor instead.
 func (*Otlp) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Otlp) GetEndpoint() string {
@@ -3653,7 +3796,7 @@ type AccessLog struct {
 
 func (x *AccessLog) Reset() {
 	*x = AccessLog{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3665,7 +3808,7 @@ func (x *AccessLog) String() string {
 func (*AccessLog) ProtoMessage() {}
 
 func (x *AccessLog) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3678,7 +3821,7 @@ func (x *AccessLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
 func (*AccessLog) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *AccessLog) GetDisabled() bool {
@@ -3727,7 +3870,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3739,7 +3882,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3752,7 +3895,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Metrics) GetDisabled() bool {
@@ -3790,7 +3933,7 @@ type Audit struct {
 
 func (x *Audit) Reset() {
 	*x = Audit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3802,7 +3945,7 @@ func (x *Audit) String() string {
 func (*Audit) ProtoMessage() {}
 
 func (x *Audit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3815,7 +3958,7 @@ func (x *Audit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Audit.ProtoReflect.Descriptor instead.
 func (*Audit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Audit) GetFile() string {
@@ -3873,7 +4016,7 @@ type AuditCapture struct {
 
 func (x *AuditCapture) Reset() {
 	*x = AuditCapture{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3885,7 +4028,7 @@ func (x *AuditCapture) String() string {
 func (*AuditCapture) ProtoMessage() {}
 
 func (x *AuditCapture) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3898,7 +4041,7 @@ func (x *AuditCapture) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCapture.ProtoReflect.Descriptor instead.
 func (*AuditCapture) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AuditCapture) GetRoute() string {
@@ -4013,14 +4156,25 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\n" +
 	"QuotaLimit\x12#\n" +
 	"\brequests\x18\x01 \x01(\x04B\a\xbaH\x042\x02(\x01R\brequests\x12#\n" +
-	"\x03per\x18\x02 \x01(\tB\x11\xbaH\x0er\fR\x03DAYR\x05MONTHR\x03per\"\xad\x02\n" +
+	"\x03per\x18\x02 \x01(\tB\x11\xbaH\x0er\fR\x03DAYR\x05MONTHR\x03per\"\xdc\x02\n" +
 	"\bListener\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12!\n" +
 	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\x121\n" +
 	"\bprotocol\x18\x03 \x01(\tB\x15\xbaH\x12r\x10R\x00R\x06sharedR\x04grpcR\bprotocol\x123\n" +
 	"\x06limits\x18\x04 \x01(\v2\x1b.gatehouse.config.v1.LimitsR\x06limits\x122\n" +
 	"\x03tls\x18\x05 \x01(\v2 .gatehouse.config.v1.ListenerTlsR\x03tls\x12!\n" +
-	"\frequire_auth\x18\x06 \x01(\bR\vrequireAuth\"\x90\x02\n" +
+	"\frequire_auth\x18\x06 \x01(\bR\vrequireAuth\x12-\n" +
+	"\x04cors\x18\a \x01(\v2\x19.gatehouse.config.v1.CorsR\x04cors\"\xaf\x05\n" +
+	"\x04Cors\x12|\n" +
+	"\x0fallowed_origins\x18\x01 \x03(\tBS\xbaHP\x92\x01M\"KrI\x18\xfd\x012D^(\\*|[a-zA-Z][a-zA-Z0-9+.-]*://(\\*\\.)?[a-zA-Z0-9.-]+(:[0-9]{1,5})?)$R\x0eallowedOrigins\x12=\n" +
+	"\x0fallowed_methods\x18\x02 \x03(\tB\x14\xbaH\x11\x92\x01\x0e\"\fr\n" +
+	"2\b^[A-Z]+$R\x0eallowedMethods\x12W\n" +
+	"\x0fallowed_headers\x18\x03 \x03(\tB.\xbaH+\x92\x01(\"&r$2\"^(\\*|[A-Za-z0-9!#$%&'*+.^_`|~-]+)$R\x0eallowedHeaders\x12R\n" +
+	"\x0fexposed_headers\x18\x04 \x03(\tB)\xbaH&\x92\x01#\"!r\x1f2\x1d^[A-Za-z0-9!#$%&'*+.^_`|~-]+$R\x0eexposedHeaders\x12+\n" +
+	"\x11allow_credentials\x18\x05 \x01(\bR\x10allowCredentials\x12B\n" +
+	"\amax_age\x18\x06 \x01(\v2\x19.google.protobuf.DurationB\x0e\xbaH\v\xaa\x01\b\"\x04\b\x80\xa3\x052\x00R\x06maxAge\x122\n" +
+	"\x15allow_private_network\x18\a \x01(\bR\x13allowPrivateNetwork:\x97\x01\xbaH\x93\x01\x1a\x90\x01\n" +
+	"\x19cors.credentials_wildcard\x129allow_credentials cannot be used with allowed_origins \"*\"\x1a8!(this.allow_credentials && '*' in this.allowed_origins)\"\x90\x02\n" +
 	"\vListenerTls\x12$\n" +
 	"\tcert_file\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\bcertFile\x12\"\n" +
 	"\bkey_file\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\akeyFile\x12$\n" +
@@ -4111,7 +4265,7 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\rejection_time\x18\x02 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\fejectionTime\x12>\n" +
 	"\x14max_ejection_percent\x18\x03 \x01(\rB\a\xbaH\x04*\x02\x18dH\x00R\x12maxEjectionPercent\x88\x01\x01\x12H\n" +
 	"\binterval\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\x90\x1c2\x04\x10\xc0\x84=R\bintervalB\x17\n" +
-	"\x15_max_ejection_percent\"\x83\x06\n" +
+	"\x15_max_ejection_percent\"\xb2\x06\n" +
 	"\x05Route\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x120\n" +
 	"\x05match\x18\x02 \x01(\v2\x1a.gatehouse.config.v1.MatchR\x05match\x12\x18\n" +
@@ -4128,7 +4282,8 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x05retry\x18\v \x01(\v2\x1a.gatehouse.config.v1.RetryR\x05retry\x12;\n" +
 	"\x14max_concurrent_calls\x18\f \x01(\rB\t\xbaH\x06*\x04\x18\xc0\x84=R\x12maxConcurrentCalls\x12+\n" +
 	"\x11validate_requests\x18\r \x01(\bR\x10validateRequests\x122\n" +
-	"\x04auth\x18\x0e \x01(\v2\x1e.gatehouse.config.v1.RouteAuthR\x04auth\"\x91\x01\n" +
+	"\x04auth\x18\x0e \x01(\v2\x1e.gatehouse.config.v1.RouteAuthR\x04auth\x12-\n" +
+	"\x04cors\x18\x0f \x01(\v2\x19.gatehouse.config.v1.CorsR\x04cors\"\x91\x01\n" +
 	"\tRouteAuth\x12\"\n" +
 	"\arequire\x18\x01 \x03(\tB\b\xbaH\x05\x92\x01\x02\b\x01R\arequire\x12\x14\n" +
 	"\x05rules\x18\x02 \x03(\tR\x05rules\x12#\n" +
@@ -4257,7 +4412,7 @@ func file_gatehouse_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_gatehouse_config_v1_config_proto_rawDescData
 }
 
-var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 49)
+var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
 var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Config)(nil),              // 0: gatehouse.config.v1.Config
 	(*Authentication)(nil),      // 1: gatehouse.config.v1.Authentication
@@ -4273,126 +4428,130 @@ var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Rate)(nil),                // 11: gatehouse.config.v1.Rate
 	(*QuotaLimit)(nil),          // 12: gatehouse.config.v1.QuotaLimit
 	(*Listener)(nil),            // 13: gatehouse.config.v1.Listener
-	(*ListenerTls)(nil),         // 14: gatehouse.config.v1.ListenerTls
-	(*Admin)(nil),               // 15: gatehouse.config.v1.Admin
-	(*Limits)(nil),              // 16: gatehouse.config.v1.Limits
-	(*Keepalive)(nil),           // 17: gatehouse.config.v1.Keepalive
-	(*Backend)(nil),             // 18: gatehouse.config.v1.Backend
-	(*BackendTls)(nil),          // 19: gatehouse.config.v1.BackendTls
-	(*Schema)(nil),              // 20: gatehouse.config.v1.Schema
-	(*ReflectionSource)(nil),    // 21: gatehouse.config.v1.ReflectionSource
-	(*HealthCheck)(nil),         // 22: gatehouse.config.v1.HealthCheck
-	(*CircuitBreaker)(nil),      // 23: gatehouse.config.v1.CircuitBreaker
-	(*OutlierDetection)(nil),    // 24: gatehouse.config.v1.OutlierDetection
-	(*Route)(nil),               // 25: gatehouse.config.v1.Route
-	(*RouteAuth)(nil),           // 26: gatehouse.config.v1.RouteAuth
-	(*WeightedBackend)(nil),     // 27: gatehouse.config.v1.WeightedBackend
-	(*Mirror)(nil),              // 28: gatehouse.config.v1.Mirror
-	(*MetadataActions)(nil),     // 29: gatehouse.config.v1.MetadataActions
-	(*MetadataValue)(nil),       // 30: gatehouse.config.v1.MetadataValue
-	(*Rewrite)(nil),             // 31: gatehouse.config.v1.Rewrite
-	(*DirectResponse)(nil),      // 32: gatehouse.config.v1.DirectResponse
-	(*Timeout)(nil),             // 33: gatehouse.config.v1.Timeout
-	(*Retry)(nil),               // 34: gatehouse.config.v1.Retry
-	(*Backoff)(nil),             // 35: gatehouse.config.v1.Backoff
-	(*Match)(nil),               // 36: gatehouse.config.v1.Match
-	(*PathMatch)(nil),           // 37: gatehouse.config.v1.PathMatch
-	(*MetadataMatch)(nil),       // 38: gatehouse.config.v1.MetadataMatch
-	(*Logging)(nil),             // 39: gatehouse.config.v1.Logging
-	(*Telemetry)(nil),           // 40: gatehouse.config.v1.Telemetry
-	(*Tracing)(nil),             // 41: gatehouse.config.v1.Tracing
-	(*Otlp)(nil),                // 42: gatehouse.config.v1.Otlp
-	(*AccessLog)(nil),           // 43: gatehouse.config.v1.AccessLog
-	(*Metrics)(nil),             // 44: gatehouse.config.v1.Metrics
-	(*Audit)(nil),               // 45: gatehouse.config.v1.Audit
-	(*AuditCapture)(nil),        // 46: gatehouse.config.v1.AuditCapture
-	nil,                         // 47: gatehouse.config.v1.ApiKey.LabelsEntry
-	nil,                         // 48: gatehouse.config.v1.Backend.EndpointWeightsEntry
-	(*durationpb.Duration)(nil), // 49: google.protobuf.Duration
+	(*Cors)(nil),                // 14: gatehouse.config.v1.Cors
+	(*ListenerTls)(nil),         // 15: gatehouse.config.v1.ListenerTls
+	(*Admin)(nil),               // 16: gatehouse.config.v1.Admin
+	(*Limits)(nil),              // 17: gatehouse.config.v1.Limits
+	(*Keepalive)(nil),           // 18: gatehouse.config.v1.Keepalive
+	(*Backend)(nil),             // 19: gatehouse.config.v1.Backend
+	(*BackendTls)(nil),          // 20: gatehouse.config.v1.BackendTls
+	(*Schema)(nil),              // 21: gatehouse.config.v1.Schema
+	(*ReflectionSource)(nil),    // 22: gatehouse.config.v1.ReflectionSource
+	(*HealthCheck)(nil),         // 23: gatehouse.config.v1.HealthCheck
+	(*CircuitBreaker)(nil),      // 24: gatehouse.config.v1.CircuitBreaker
+	(*OutlierDetection)(nil),    // 25: gatehouse.config.v1.OutlierDetection
+	(*Route)(nil),               // 26: gatehouse.config.v1.Route
+	(*RouteAuth)(nil),           // 27: gatehouse.config.v1.RouteAuth
+	(*WeightedBackend)(nil),     // 28: gatehouse.config.v1.WeightedBackend
+	(*Mirror)(nil),              // 29: gatehouse.config.v1.Mirror
+	(*MetadataActions)(nil),     // 30: gatehouse.config.v1.MetadataActions
+	(*MetadataValue)(nil),       // 31: gatehouse.config.v1.MetadataValue
+	(*Rewrite)(nil),             // 32: gatehouse.config.v1.Rewrite
+	(*DirectResponse)(nil),      // 33: gatehouse.config.v1.DirectResponse
+	(*Timeout)(nil),             // 34: gatehouse.config.v1.Timeout
+	(*Retry)(nil),               // 35: gatehouse.config.v1.Retry
+	(*Backoff)(nil),             // 36: gatehouse.config.v1.Backoff
+	(*Match)(nil),               // 37: gatehouse.config.v1.Match
+	(*PathMatch)(nil),           // 38: gatehouse.config.v1.PathMatch
+	(*MetadataMatch)(nil),       // 39: gatehouse.config.v1.MetadataMatch
+	(*Logging)(nil),             // 40: gatehouse.config.v1.Logging
+	(*Telemetry)(nil),           // 41: gatehouse.config.v1.Telemetry
+	(*Tracing)(nil),             // 42: gatehouse.config.v1.Tracing
+	(*Otlp)(nil),                // 43: gatehouse.config.v1.Otlp
+	(*AccessLog)(nil),           // 44: gatehouse.config.v1.AccessLog
+	(*Metrics)(nil),             // 45: gatehouse.config.v1.Metrics
+	(*Audit)(nil),               // 46: gatehouse.config.v1.Audit
+	(*AuditCapture)(nil),        // 47: gatehouse.config.v1.AuditCapture
+	nil,                         // 48: gatehouse.config.v1.ApiKey.LabelsEntry
+	nil,                         // 49: gatehouse.config.v1.Backend.EndpointWeightsEntry
+	(*durationpb.Duration)(nil), // 50: google.protobuf.Duration
 }
 var file_gatehouse_config_v1_config_proto_depIdxs = []int32{
 	13, // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
-	15, // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
-	18, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
-	25, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
-	39, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
-	49, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
-	40, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
-	45, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
+	16, // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
+	19, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
+	26, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
+	40, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
+	50, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
+	41, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
+	46, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
 	6,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
 	7,  // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
 	1,  // 10: gatehouse.config.v1.Config.authentication:type_name -> gatehouse.config.v1.Authentication
-	49, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
+	50, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
 	2,  // 12: gatehouse.config.v1.Authentication.jwt:type_name -> gatehouse.config.v1.JwtProvider
 	4,  // 13: gatehouse.config.v1.Authentication.api_keys:type_name -> gatehouse.config.v1.ApiKeySet
-	49, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
-	49, // 15: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
+	50, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
+	50, // 15: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
 	3,  // 16: gatehouse.config.v1.JwtProvider.from:type_name -> gatehouse.config.v1.TokenSource
 	5,  // 17: gatehouse.config.v1.ApiKeySet.keys:type_name -> gatehouse.config.v1.ApiKey
-	47, // 18: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
+	48, // 18: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
 	8,  // 19: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
 	10, // 20: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
 	9,  // 21: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
-	49, // 22: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
+	50, // 22: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
 	11, // 23: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
 	12, // 24: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
-	49, // 25: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
-	16, // 26: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
-	14, // 27: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
-	49, // 28: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
-	49, // 29: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	17, // 30: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
-	49, // 31: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
-	49, // 32: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
-	49, // 33: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
-	49, // 34: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
-	48, // 35: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
-	22, // 36: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
-	23, // 37: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
-	24, // 38: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
-	19, // 39: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
-	20, // 40: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
-	21, // 41: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
-	49, // 42: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
-	49, // 43: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	49, // 44: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	49, // 45: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
-	49, // 46: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
-	49, // 47: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	36, // 48: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
-	27, // 49: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
-	28, // 50: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
-	29, // 51: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
-	31, // 52: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
-	32, // 53: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
-	33, // 54: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
-	34, // 55: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
-	26, // 56: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
-	30, // 57: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
-	30, // 58: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
-	49, // 59: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
-	49, // 60: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
-	49, // 61: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
-	35, // 62: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
-	49, // 63: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
-	49, // 64: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
-	49, // 65: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
-	38, // 66: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
-	38, // 67: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
-	38, // 68: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
-	37, // 69: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
-	38, // 70: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
-	41, // 71: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
-	43, // 72: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
-	44, // 73: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
-	42, // 74: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
-	49, // 75: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
-	46, // 76: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
-	77, // [77:77] is the sub-list for method output_type
-	77, // [77:77] is the sub-list for method input_type
-	77, // [77:77] is the sub-list for extension type_name
-	77, // [77:77] is the sub-list for extension extendee
-	0,  // [0:77] is the sub-list for field type_name
+	50, // 25: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
+	17, // 26: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
+	15, // 27: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
+	14, // 28: gatehouse.config.v1.Listener.cors:type_name -> gatehouse.config.v1.Cors
+	50, // 29: gatehouse.config.v1.Cors.max_age:type_name -> google.protobuf.Duration
+	50, // 30: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
+	50, // 31: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	18, // 32: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
+	50, // 33: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
+	50, // 34: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
+	50, // 35: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
+	50, // 36: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
+	49, // 37: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
+	23, // 38: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
+	24, // 39: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
+	25, // 40: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
+	20, // 41: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
+	21, // 42: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
+	22, // 43: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
+	50, // 44: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
+	50, // 45: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	50, // 46: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	50, // 47: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
+	50, // 48: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
+	50, // 49: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	37, // 50: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
+	28, // 51: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
+	29, // 52: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
+	30, // 53: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
+	32, // 54: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
+	33, // 55: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
+	34, // 56: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
+	35, // 57: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
+	27, // 58: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
+	14, // 59: gatehouse.config.v1.Route.cors:type_name -> gatehouse.config.v1.Cors
+	31, // 60: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
+	31, // 61: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
+	50, // 62: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
+	50, // 63: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
+	50, // 64: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
+	36, // 65: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
+	50, // 66: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
+	50, // 67: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
+	50, // 68: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
+	39, // 69: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
+	39, // 70: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
+	39, // 71: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
+	38, // 72: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
+	39, // 73: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
+	42, // 74: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
+	44, // 75: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
+	45, // 76: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
+	43, // 77: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
+	50, // 78: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
+	47, // 79: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
+	80, // [80:80] is the sub-list for method output_type
+	80, // [80:80] is the sub-list for method input_type
+	80, // [80:80] is the sub-list for extension type_name
+	80, // [80:80] is the sub-list for extension extendee
+	0,  // [0:80] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_config_v1_config_proto_init() }
@@ -4400,17 +4559,17 @@ func file_gatehouse_config_v1_config_proto_init() {
 	if File_gatehouse_config_v1_config_proto != nil {
 		return
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[16].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[20].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[23].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[21].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[34].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[37].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[25].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[35].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[38].OneofWrappers = []any{
 		(*PathMatch_Exact)(nil),
 		(*PathMatch_Prefix)(nil),
 		(*PathMatch_Regex)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[38].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[39].OneofWrappers = []any{
 		(*MetadataMatch_Exact)(nil),
 		(*MetadataMatch_Prefix)(nil),
 		(*MetadataMatch_Suffix)(nil),
@@ -4418,16 +4577,16 @@ func file_gatehouse_config_v1_config_proto_init() {
 		(*MetadataMatch_Present)(nil),
 		(*MetadataMatch_Absent)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[41].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[42].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[43].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[44].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_config_v1_config_proto_rawDesc), len(file_gatehouse_config_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   49,
+			NumMessages:   50,
 			NumExtensions: 0,
 			NumServices:   0,
 		},

@@ -1,0 +1,346 @@
+package edge
+
+import (
+	"fmt"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gatehouse-dev/gatehouse/routing"
+	"google.golang.org/grpc/metadata"
+)
+
+// CORSPolicy is a cross-origin resource sharing policy for a listener or a
+// route; it mirrors the config's cors block (listeners[].cors,
+// routes[].cors). The zero value allows no origin.
+type CORSPolicy struct {
+	// AllowedOrigins are the origins allowed to call: "*" (any), an exact
+	// origin "https://app.example.com", or a wildcard subdomain
+	// "https://*.example.org" (a.example.org and a.b.example.org, not
+	// example.org). Compared case-insensitively.
+	AllowedOrigins []string
+	// AllowedMethods are the methods a preflight may ask for. Default GET,
+	// HEAD, POST, PUT, PATCH, DELETE.
+	AllowedMethods []string
+	// AllowedHeaders are the request headers a preflight may ask for; "*"
+	// allows any. Default: DefaultCORSAllowedHeaders.
+	AllowedHeaders []string
+	// ExposedHeaders are response headers scripts may read, besides
+	// DefaultCORSExposedHeaders.
+	ExposedHeaders []string
+	// AllowCredentials allows cookies and HTTP authentication. Not with
+	// origin "*".
+	AllowCredentials bool
+	// MaxAge is how long a browser may cache a preflight answer. Default
+	// 10m; negative: not cached.
+	MaxAge time.Duration
+	// AllowPrivateNetwork answers private network access preflights.
+	AllowPrivateNetwork bool
+}
+
+// DefaultCORSAllowedHeaders are the request headers preflights may ask for
+// when a policy names none: what gRPC-Web, Connect and REST clients send.
+var DefaultCORSAllowedHeaders = []string{
+	"content-type", "authorization", "x-api-key", "x-grpc-web", "x-user-agent",
+	"grpc-timeout", "connect-protocol-version", "connect-timeout-ms",
+	"x-request-id", "traceparent", "tracestate", "baggage",
+}
+
+// DefaultCORSExposedHeaders are always exposed to scripts of an allowed
+// origin: gRPC-Web's status headers, the request ID, and rate-limit
+// headers.
+var DefaultCORSExposedHeaders = []string{
+	"grpc-status", "grpc-message", "grpc-status-details-bin", "x-request-id",
+	"retry-after", "ratelimit", "ratelimit-policy", "ratelimit-limit",
+	"ratelimit-remaining", "ratelimit-reset", "x-ratelimit-limit",
+	"x-ratelimit-remaining", "x-ratelimit-reset",
+}
+
+var defaultCORSMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
+
+// WithCORS sets the CORS policy of the listener named listener. A
+// listener's cors block in the config, once there, takes precedence.
+func WithCORS(listener string, p CORSPolicy) Option {
+	return optionFunc(func(o *options) {
+		if o.browser.listenerCORS == nil {
+			o.browser.listenerCORS = map[string]CORSPolicy{}
+		}
+		o.browser.listenerCORS[listener] = p
+	})
+}
+
+// WithRouteCORS sets the CORS policy of the route named route; it replaces
+// the listener's for the calls the route takes. A route's cors block in the
+// config, once there, takes precedence.
+func WithRouteCORS(route string, p CORSPolicy) Option {
+	return optionFunc(func(o *options) {
+		if o.browser.routeCORS == nil {
+			o.browser.routeCORS = map[string]CORSPolicy{}
+		}
+		o.browser.routeCORS[route] = p
+	})
+}
+
+// corsPolicy is a compiled CORSPolicy.
+type corsPolicy struct {
+	anyOrigin   bool
+	exact       map[string]bool
+	wildcards   []wildcardOrigin
+	methods     map[string]bool
+	methodsList string
+	anyHeader   bool
+	headers     map[string]bool
+	exposed     string
+	credentials bool
+	maxAge      string // "" when not sent
+	privateNet  bool
+}
+
+// wildcardOrigin is "scheme://*.domain[:port]": prefix "scheme://",
+// suffix ".domain[:port]".
+type wildcardOrigin struct{ prefix, suffix string }
+
+func compileCORS(p CORSPolicy) (*corsPolicy, error) {
+	c := &corsPolicy{
+		exact:       map[string]bool{},
+		methods:     map[string]bool{},
+		headers:     map[string]bool{},
+		credentials: p.AllowCredentials,
+		privateNet:  p.AllowPrivateNetwork,
+	}
+	for _, o := range p.AllowedOrigins {
+		o = strings.ToLower(strings.TrimSuffix(o, "/"))
+		switch {
+		case o == "*":
+			c.anyOrigin = true
+		case strings.Contains(o, "://*."):
+			i := strings.Index(o, "://*.")
+			c.wildcards = append(c.wildcards, wildcardOrigin{prefix: o[:i+3], suffix: o[i+4:]})
+		case strings.Contains(o, "*"):
+			return nil, fmt.Errorf("cors: origin %q: a wildcard may only be the first label of the host", o)
+		default:
+			if _, err := url.Parse(o); err != nil || !strings.Contains(o, "://") {
+				return nil, fmt.Errorf("cors: origin %q is not scheme://host[:port]", o)
+			}
+			c.exact[o] = true
+		}
+	}
+	if c.anyOrigin && c.credentials {
+		return nil, fmt.Errorf("cors: allow_credentials cannot be used with allowed_origins \"*\"")
+	}
+	methods := p.AllowedMethods
+	if len(methods) == 0 {
+		methods = defaultCORSMethods
+	}
+	for _, m := range methods {
+		c.methods[strings.ToUpper(m)] = true
+	}
+	c.methodsList = strings.ToUpper(strings.Join(methods, ", "))
+	headers := p.AllowedHeaders
+	if len(headers) == 0 {
+		headers = DefaultCORSAllowedHeaders
+	}
+	for _, h := range headers {
+		if h == "*" {
+			c.anyHeader = true
+		}
+		c.headers[strings.ToLower(h)] = true
+	}
+	exposed := append(append([]string(nil), DefaultCORSExposedHeaders...), p.ExposedHeaders...)
+	c.exposed = strings.Join(exposed, ", ")
+	switch {
+	case p.MaxAge == 0:
+		c.maxAge = "600"
+	case p.MaxAge > 0:
+		c.maxAge = strconv.Itoa(int(p.MaxAge / time.Second))
+	}
+	return c, nil
+}
+
+// allows reports whether origin may call.
+func (c *corsPolicy) allows(origin string) bool {
+	if c == nil || origin == "" {
+		return false
+	}
+	if c.anyOrigin {
+		return true
+	}
+	o := strings.ToLower(origin)
+	if c.exact[o] {
+		return true
+	}
+	for _, w := range c.wildcards {
+		// prefix "https://", suffix ".example.org": at least one label
+		// before the suffix.
+		if strings.HasPrefix(o, w.prefix) && strings.HasSuffix(o, w.suffix) && len(o) > len(w.prefix)+len(w.suffix) {
+			host := o[len(w.prefix) : len(o)-len(w.suffix)]
+			if !strings.ContainsAny(host, "/:@") {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// allowOrigin sets the headers every answer to an allowed origin carries.
+func (c *corsPolicy) allowOrigin(h http.Header, origin string) {
+	if c.anyOrigin && !c.credentials {
+		h.Set("Access-Control-Allow-Origin", "*")
+	} else {
+		h.Set("Access-Control-Allow-Origin", origin)
+	}
+	if c.credentials {
+		h.Set("Access-Control-Allow-Credentials", "true")
+	}
+}
+
+// preflight answers a preflight at the edge: 204, with CORS headers only
+// when the origin, method and headers are all allowed.
+func (c *corsPolicy) preflight(w http.ResponseWriter, r *http.Request) {
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	h.Add("Vary", "Access-Control-Request-Method")
+	h.Add("Vary", "Access-Control-Request-Headers")
+	origin := r.Header.Get("Origin")
+	method := strings.ToUpper(r.Header.Get("Access-Control-Request-Method"))
+	reqHeaders := parseHeaderList(r.Header.Values("Access-Control-Request-Headers"))
+	ok := c.allows(origin) && c.methods[method]
+	if ok && !c.anyHeader {
+		for _, rh := range reqHeaders {
+			if !c.headers[rh] {
+				ok = false
+				break
+			}
+		}
+	}
+	if ok {
+		c.allowOrigin(h, origin)
+		h.Set("Access-Control-Allow-Methods", c.methodsList)
+		if len(reqHeaders) > 0 {
+			h.Set("Access-Control-Allow-Headers", strings.Join(reqHeaders, ", "))
+		}
+		if c.maxAge != "" {
+			h.Set("Access-Control-Max-Age", c.maxAge)
+		}
+		if c.privateNet && r.Header.Get("Access-Control-Request-Private-Network") == "true" {
+			h.Set("Access-Control-Allow-Private-Network", "true")
+		}
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func parseHeaderList(vals []string) []string {
+	var out []string
+	for _, v := range vals {
+		for _, f := range strings.Split(v, ",") {
+			if f = strings.ToLower(strings.TrimSpace(f)); f != "" {
+				out = append(out, f)
+			}
+		}
+	}
+	return out
+}
+
+// listenerCORS returns the compiled CORS policy of a listener; nil when it
+// has none.
+func (g *Gateway) listenerCORS(name string) (*corsPolicy, error) {
+	if p, ok := g.opts.browser.listenerCORS[name]; ok {
+		return compileCORS(p)
+	}
+	return nil, nil
+}
+
+// routeCORSCache holds compiled route policies by route name and the
+// table they came from; rebuilt when the table is swapped.
+type routeCORSCache struct {
+	mu    sync.Mutex
+	table *routing.Table
+	byRte map[string]*corsPolicy // nil value: the route has none
+}
+
+// routeCORS returns the policy of the route that takes r, and whether that
+// route has one of its own. The method is the path when it looks like a
+// gRPC method (gRPC-Web, auto-mapped streams), else unknown, and routes
+// are matched on the request's HTTP method, path, query and headers.
+func (b *browser) routeCORS(r *http.Request, httpMethod string) (*corsPolicy, bool) {
+	if len(b.g.opts.browser.routeCORS) == 0 {
+		return nil, false
+	}
+	t := b.g.router.Table()
+	md := make(metadata.MD, len(r.Header)+1)
+	for k, vs := range r.Header {
+		md[strings.ToLower(k)] = vs
+	}
+	md[":authority"] = []string{r.Host}
+	req := &routing.Request{Metadata: md, HTTPMethod: httpMethod, Path: r.URL.Path, Query: r.URL.Query()}
+	if validMethodPath(r.URL.Path) && strings.Contains(r.URL.Path[1:strings.LastIndexByte(r.URL.Path, '/')], ".") {
+		req.Method = r.URL.Path
+	}
+	rt, ok := t.MatchRequest(req)
+	if !ok {
+		return nil, false
+	}
+	return b.compiledRouteCORS(t, rt.Name)
+}
+
+func (b *browser) compiledRouteCORS(t *routing.Table, route string) (*corsPolicy, bool) {
+	g, c := b.g, &b.routeCache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.table != t {
+		c.table, c.byRte = t, map[string]*corsPolicy{}
+	}
+	if p, ok := c.byRte[route]; ok {
+		return p, p != nil
+	}
+	var p *corsPolicy
+	if cp, ok := g.opts.browser.routeCORS[route]; ok {
+		var err error
+		if p, err = compileCORS(cp); err != nil {
+			g.log.Warn("route cors ignored", "route", route, "error", err)
+			p = nil
+		}
+	}
+	c.byRte[route] = p
+	return p, p != nil
+}
+
+// applyCORS applies the CORS policy in force for r: it answers a preflight
+// and returns false, or adds the CORS headers of an allowed origin to the
+// response and returns true. A disallowed origin gets no CORS headers.
+func (b *browser) applyCORS(w http.ResponseWriter, r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	preflight := r.Method == http.MethodOptions && r.Header.Get("Access-Control-Request-Method") != ""
+	httpMethod := r.Method
+	if preflight {
+		httpMethod = strings.ToUpper(r.Header.Get("Access-Control-Request-Method"))
+	}
+	p := b.cors
+	if rp, ok := b.routeCORS(r, httpMethod); ok {
+		p = rp
+	}
+	if p == nil {
+		if preflight && (b.cors != nil || len(b.g.opts.browser.routeCORS) > 0) {
+			(&corsPolicy{}).preflight(w, r) // CORS is on here, not for this origin
+			return false
+		}
+		return true
+	}
+	if preflight {
+		p.preflight(w, r)
+		return false
+	}
+	h := w.Header()
+	h.Add("Vary", "Origin")
+	if p.allows(origin) {
+		p.allowOrigin(h, origin)
+		h.Set("Access-Control-Expose-Headers", p.exposed)
+	}
+	return true
+}

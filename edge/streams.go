@@ -1,0 +1,440 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/gatehouse-dev/gatehouse/routing"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+	"google.golang.org/protobuf/reflect/protoregistry"
+	"google.golang.org/protobuf/types/dynamicpb"
+)
+
+// REST server streams a browser can read. A server-streaming method is
+// served on its REST paths (its google.api.http rules, and POST or GET
+// /pkg.Service/Method) in the format the Accept header asks for:
+//
+//   - application/x-ndjson (the default): one JSON message per line; a
+//     stream that fails ends with a line {"error": google.rpc.Status};
+//   - text/event-stream: Server-Sent Events, one "data:" event per
+//     message; a failure is an "event: error" whose data is the
+//     google.rpc.Status, a success ends with an "event: end" (so that an
+//     EventSource closes instead of reconnecting);
+//   - application/json: one JSON array; a failure is its last element,
+//     {"error": google.rpc.Status}.
+//
+// The response starts with the first message: a call that fails before it
+// gets a real HTTP status (404, 400, 503, ...) with a google.rpc.Status
+// body, as a unary REST call does.
+//
+// The request message is built from the JSON body (the rule's body field,
+// "*" for the automatic POST), path parameters and query parameters. The
+// call goes through the listener's in-process connection, with the HTTP
+// method, path and query as REST metadata: same chain, same routes.
+
+// stream formats
+const (
+	formatNDJSON = iota
+	formatSSE
+	formatJSONArray
+)
+
+// streamMux finds the browser-stream handler of a request: server streams
+// on their REST paths, and WebSocket upgrades on any streaming method's.
+// Anything else falls through to REST.
+type streamMux struct {
+	streams *runtime.ServeMux
+	sockets *runtime.ServeMux
+}
+
+func (m *streamMux) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if isWebSocketUpgrade(r) {
+		m.sockets.ServeHTTP(w, r)
+		return
+	}
+	m.streams.ServeHTTP(w, r)
+}
+
+// RefreshStreamMethods rebuilds every shared listener's table of browser
+// streams from the StreamMethods source (WithStreamMethods). A runtime
+// schema source calls it after the schemas change.
+func (g *Gateway) RefreshStreamMethods() error {
+	g.mu.Lock()
+	servers := append([]*server(nil), g.servers...)
+	g.mu.Unlock()
+	var errs []error
+	for _, s := range servers {
+		if s.browser != nil {
+			errs = append(errs, s.browser.refreshStreams())
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// compiledStreamMethods lists the streaming methods of every service in
+// protoregistry.GlobalFiles: those compiled into the binary.
+func compiledStreamMethods() []protoreflect.MethodDescriptor {
+	var out []protoreflect.MethodDescriptor
+	protoregistry.GlobalFiles.RangeFiles(func(fd protoreflect.FileDescriptor) bool {
+		for i := 0; i < fd.Services().Len(); i++ {
+			ms := fd.Services().Get(i).Methods()
+			for j := 0; j < ms.Len(); j++ {
+				if m := ms.Get(j); m.IsStreamingClient() || m.IsStreamingServer() {
+					out = append(out, m)
+				}
+			}
+		}
+		return true
+	})
+	return out
+}
+
+// restRule is one REST binding of a method.
+type restRule struct {
+	method, path, body string
+}
+
+// restRules returns a method's REST bindings: its google.api.http rules
+// with their additional bindings, then POST /pkg.Service/Method (body "*")
+// and GET /pkg.Service/Method.
+func restRules(m protoreflect.MethodDescriptor) []restRule {
+	var rules []restRule
+	var add func(*annotations.HttpRule)
+	add = func(h *annotations.HttpRule) {
+		var r restRule
+		switch p := h.GetPattern().(type) {
+		case *annotations.HttpRule_Get:
+			r = restRule{http.MethodGet, p.Get, ""}
+		case *annotations.HttpRule_Post:
+			r = restRule{http.MethodPost, p.Post, h.GetBody()}
+		case *annotations.HttpRule_Put:
+			r = restRule{http.MethodPut, p.Put, h.GetBody()}
+		case *annotations.HttpRule_Patch:
+			r = restRule{http.MethodPatch, p.Patch, h.GetBody()}
+		case *annotations.HttpRule_Delete:
+			r = restRule{http.MethodDelete, p.Delete, h.GetBody()}
+		case *annotations.HttpRule_Custom:
+			r = restRule{p.Custom.GetKind(), p.Custom.GetPath(), h.GetBody()}
+		}
+		if r.path != "" {
+			rules = append(rules, r)
+		}
+		for _, ab := range h.GetAdditionalBindings() {
+			add(ab)
+		}
+	}
+	if opts := m.Options(); opts != nil && proto.HasExtension(opts, annotations.E_Http) {
+		if h, ok := proto.GetExtension(opts, annotations.E_Http).(*annotations.HttpRule); ok && h != nil {
+			add(h)
+		}
+	}
+	full := "/" + string(m.Parent().FullName()) + "/" + string(m.Name())
+	rules = append(rules, restRule{http.MethodPost, full, "*"}, restRule{http.MethodGet, full, ""})
+	return rules
+}
+
+// refreshStreams rebuilds the stream table from the StreamMethods source.
+func (b *browser) refreshStreams() error {
+	src := b.g.opts.browser.streamMethods
+	if src == nil {
+		src = compiledStreamMethods
+	}
+	fallthrough_ := func(_ context.Context, _ *runtime.ServeMux, _ runtime.Marshaler, w http.ResponseWriter, r *http.Request, _ int) {
+		b.rest.ServeHTTP(w, r)
+	}
+	newMux := func() *runtime.ServeMux {
+		return runtime.NewServeMux(
+			runtime.WithRoutingErrorHandler(fallthrough_),
+			runtime.WithDisableHTTPMethodOverride(),
+			runtime.WithDisablePathLengthFallback(),
+		)
+	}
+	m := &streamMux{streams: newMux(), sockets: newMux()}
+	for _, md := range src() {
+		if !md.IsStreamingClient() && !md.IsStreamingServer() {
+			continue
+		}
+		full := "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
+		seen := map[string]bool{}
+		for _, rule := range restRules(md) {
+			if md.IsStreamingServer() && !md.IsStreamingClient() {
+				if err := m.streams.HandlePath(rule.method, rule.path, b.serverStreamHandler(md, full, rule)); err != nil {
+					b.g.log.Warn("browser stream path ignored", "method", full, "path", rule.path, "error", err)
+				}
+			}
+			if seen[rule.path] {
+				continue
+			}
+			seen[rule.path] = true
+			if err := m.sockets.HandlePath(http.MethodGet, rule.path, b.socketHandler(md, full)); err != nil {
+				b.g.log.Warn("websocket path ignored", "method", full, "path", rule.path, "error", err)
+			}
+		}
+	}
+	b.streams.Store(m)
+	return nil
+}
+
+// jsonOptions are the REST JSON options in force (config rest block).
+func (b *browser) jsonOptions() (protojson.MarshalOptions, protojson.UnmarshalOptions) {
+	rc := b.g.Config().GetRest()
+	return protojson.MarshalOptions{
+		EmitUnpopulated: rc.GetEmitUnpopulated(),
+		UseProtoNames:   rc.GetUseProtoNames(),
+		UseEnumNumbers:  rc.GetEnumsAsInts(),
+	}, protojson.UnmarshalOptions{}
+}
+
+// requestMessage builds a method's request from an HTTP request: the
+// body (into body field, or the whole message for "*"), path and query
+// parameters.
+func (b *browser) requestMessage(r *http.Request, md protoreflect.MethodDescriptor, rule restRule, params map[string]string) (proto.Message, error) {
+	req := dynamicpb.NewMessage(md.Input())
+	_, um := b.jsonOptions()
+	if rule.body != "" && r.Body != nil {
+		data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, int64(b.maxMsg)))
+		if err != nil {
+			var mbe *http.MaxBytesError
+			if errors.As(err, &mbe) {
+				return nil, status.Errorf(codes.ResourceExhausted, "gatehouse: request body larger than %d bytes", b.maxMsg)
+			}
+			return nil, status.Errorf(codes.InvalidArgument, "gatehouse: reading body: %v", err)
+		}
+		if len(strings.TrimSpace(string(data))) > 0 {
+			if rule.body != "*" {
+				fd := md.Input().Fields().ByName(protoreflect.Name(rule.body))
+				if fd == nil {
+					return nil, status.Errorf(codes.Internal, "gatehouse: body field %q not in %s", rule.body, md.Input().FullName())
+				}
+				data = []byte(`{` + strconv.Quote(fd.JSONName()) + `:` + string(data) + `}`)
+			}
+			if err := um.Unmarshal(data, req); err != nil {
+				return nil, status.Errorf(codes.InvalidArgument, "gatehouse: request body: %v", err)
+			}
+		}
+	}
+	var seqs [][]string
+	for k, v := range params {
+		if err := runtime.PopulateFieldFromPath(req, k, v); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "gatehouse: path parameter %q: %v", k, err)
+		}
+		seqs = append(seqs, strings.Split(k, "."))
+	}
+	if rule.body != "*" {
+		if rule.body != "" {
+			seqs = append(seqs, []string{rule.body})
+		}
+		if err := runtime.PopulateQueryParameters(req, r.URL.Query(), utilities.NewDoubleArray(seqs)); err != nil {
+			return nil, status.Errorf(codes.InvalidArgument, "gatehouse: query: %v", err)
+		}
+	}
+	return req, nil
+}
+
+// negotiateStream picks the stream format from an Accept header: the
+// supported type with the highest q, in the order listed on ties; NDJSON
+// when none is named.
+func negotiateStream(accept string) int {
+	best, bestQ := formatNDJSON, -1.0
+	for _, part := range strings.Split(accept, ",") {
+		mt, params, err := mime.ParseMediaType(strings.TrimSpace(part))
+		if err != nil {
+			continue
+		}
+		q := 1.0
+		if v, ok := params["q"]; ok {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				q = f
+			}
+		}
+		f := -1
+		switch mt {
+		case "application/x-ndjson", "application/jsonl", "application/ndjson":
+			f = formatNDJSON
+		case "text/event-stream":
+			f = formatSSE
+		case "application/json":
+			f = formatJSONArray
+		}
+		if f >= 0 && q > bestQ && q > 0 {
+			best, bestQ = f, q
+		}
+	}
+	return best
+}
+
+// httpStatus is the HTTP status of a failed REST call, as restError maps
+// it.
+func httpStatus(err error) (int, *status.Status) {
+	st := status.Convert(err)
+	switch {
+	case routing.IsOverloaded(err):
+		return http.StatusServiceUnavailable, st
+	case routing.IsNoRoute(err):
+		return http.StatusNotFound, st
+	}
+	return runtime.HTTPStatusFromCode(st.Code()), st
+}
+
+func (b *browser) serverStreamHandler(md protoreflect.MethodDescriptor, full string, rule restRule) runtime.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request, params map[string]string) {
+		b.serveServerStream(w, r, md, full, rule, params)
+	}
+}
+
+func (b *browser) serveServerStream(w http.ResponseWriter, r *http.Request, md protoreflect.MethodDescriptor, full string, rule restRule, params map[string]string) {
+	format := negotiateStream(r.Header.Get("Accept"))
+	req, err := b.requestMessage(r, md, rule, params)
+	if err != nil {
+		code, st := httpStatus(err)
+		if st.Code() == codes.ResourceExhausted {
+			code = http.StatusRequestEntityTooLarge
+		}
+		writeStatus(w, &runtime.JSONPb{}, code, st)
+		return
+	}
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(r.Context(), callMetadata(r, true)))
+	defer cancel()
+	cs, err := b.conn.NewStream(ctx, &bidiDesc, full, grpc.ForceCodecV2(b.codec))
+	if err == nil {
+		if err = cs.SendMsg(req); err == io.EOF {
+			err = nil // the call ended; RecvMsg has its status
+		}
+		_ = cs.CloseSend()
+	}
+	sw := &streamWriter{w: w, rc: http.NewResponseController(w), format: format}
+	sw.mo, _ = b.jsonOptions()
+	for err == nil {
+		resp := dynamicpb.NewMessage(md.Output())
+		if err = cs.RecvMsg(resp); err != nil {
+			break
+		}
+		if !sw.started {
+			hdr, _ := cs.Header()
+			responseHeader(w.Header(), hdr)
+		}
+		if werr := sw.message(resp); werr != nil {
+			return // the client is gone; cancel ends the call
+		}
+	}
+	if err == io.EOF {
+		err = nil
+	}
+	if err != nil && !sw.started {
+		if cs != nil {
+			if hdr, _ := cs.Header(); hdr != nil {
+				responseHeader(w.Header(), hdr)
+			}
+		}
+		code, st := httpStatus(err)
+		writeStatus(w, &runtime.JSONPb{}, code, st)
+		return
+	}
+	sw.end(err)
+}
+
+// streamWriter writes a REST server stream in one format.
+type streamWriter struct {
+	w       http.ResponseWriter
+	rc      *http.ResponseController
+	format  int
+	mo      protojson.MarshalOptions
+	started bool
+	n       int
+}
+
+func (s *streamWriter) start() {
+	if s.started {
+		return
+	}
+	s.started = true
+	h := s.w.Header()
+	h.Del("Content-Length")
+	switch s.format {
+	case formatSSE:
+		h.Set("Content-Type", "text/event-stream")
+		h.Set("Cache-Control", "no-cache")
+	case formatJSONArray:
+		h.Set("Content-Type", "application/json")
+	default:
+		h.Set("Content-Type", "application/x-ndjson")
+	}
+	h.Set("X-Content-Type-Options", "nosniff")
+	s.w.WriteHeader(http.StatusOK)
+	if s.format == formatJSONArray {
+		_, _ = io.WriteString(s.w, "[")
+	}
+}
+
+func (s *streamWriter) message(m proto.Message) error {
+	data, err := s.mo.Marshal(m)
+	if err != nil {
+		return err
+	}
+	s.start()
+	var buf []byte
+	switch s.format {
+	case formatSSE:
+		buf = append(append(append(buf, "data: "...), data...), "\n\n"...)
+	case formatJSONArray:
+		if s.n > 0 {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, data...)
+	default:
+		buf = append(append(buf, data...), '\n')
+	}
+	s.n++
+	if _, err := s.w.Write(buf); err != nil {
+		return err
+	}
+	return s.rc.Flush()
+}
+
+// end ends the stream with its outcome: nil for success.
+func (s *streamWriter) end(callErr error) {
+	s.start()
+	var stJSON []byte
+	if callErr != nil {
+		st := status.Convert(callErr)
+		var err error
+		if stJSON, err = protojson.Marshal(st.Proto()); err != nil {
+			stJSON = []byte(fmt.Sprintf(`{"code":%d,"message":%q}`, st.Code(), st.Message()))
+		}
+	}
+	var tail string
+	switch {
+	case s.format == formatSSE && callErr != nil:
+		tail = "event: error\ndata: " + string(stJSON) + "\n\n"
+	case s.format == formatSSE:
+		tail = "event: end\ndata: {}\n\n"
+	case s.format == formatJSONArray && callErr != nil:
+		if s.n > 0 {
+			tail = ","
+		}
+		tail += `{"error":` + string(stJSON) + `}]`
+	case s.format == formatJSONArray:
+		tail = "]"
+	case callErr != nil:
+		tail = `{"error":` + string(stJSON) + "}\n"
+	}
+	if tail != "" {
+		_, _ = io.WriteString(s.w, tail)
+	}
+	_ = s.rc.Flush()
+}

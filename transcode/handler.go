@@ -1,0 +1,699 @@
+package transcode
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"slices"
+	"strings"
+
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	"google.golang.org/genproto/googleapis/api/annotations"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+)
+
+// HandlerOptions configure the REST handlers of a Set.
+type HandlerOptions struct {
+	// StrictQuery refuses query parameters that name no request field with
+	// INVALID_ARGUMENT (400) instead of ignoring them.
+	StrictQuery bool
+	// OnError is told about bindings that cannot be served (a path template
+	// naming no field, say); they are skipped. May be nil.
+	OnError func(method string, err error)
+}
+
+// Register adds to mux a handler for every HTTP binding of every method in
+// set (its google.api.http rule and additional_bindings, or POST
+// /pkg.Service/Method when it is auto-mapped). The handlers transcode as
+// grpc-gateway's generated handlers do (same mux, marshalers, path
+// matching, query parser and error handling) over dynamicpb messages, and
+// call the method over conn.
+//
+// Precedence follows grpc-gateway's: a pattern registered later is tried
+// first. Within a backend, methods are registered in declaration order, as
+// generated code registers them; backends are registered last-listed
+// first, so that the first-listed wins a pattern two backends share.
+func Register(mux *runtime.ServeMux, conn grpc.ClientConnInterface, set *Set, opts HandlerOptions) {
+	byBackend := map[string][]*Method{}
+	for _, m := range set.Methods() {
+		byBackend[m.Backend] = append(byBackend[m.Backend], m)
+	}
+	schemas := set.Schemas()
+	for i := len(schemas) - 1; i >= 0; i-- {
+		for _, m := range byBackend[schemas[i].Backend] {
+			if m.Desc.IsStreamingClient() {
+				// Client and bidi streams need newline-delimited JSON
+				// bodies; not transcoded yet.
+				continue
+			}
+			for _, b := range bindingsOf(m) {
+				b.mux, b.conn, b.strict = mux, conn, opts.StrictQuery
+				if err := b.prepare(); err != nil {
+					if opts.OnError != nil {
+						opts.OnError(m.FullMethod, err)
+					}
+					continue
+				}
+				if err := mux.HandlePath(b.Verb, b.Path, b.serve); err != nil {
+					if opts.OnError != nil {
+						opts.OnError(m.FullMethod, fmt.Errorf("%s %s: %w", b.Verb, b.Path, err))
+					}
+				}
+			}
+		}
+	}
+}
+
+// Binding is one HTTP mapping of a method.
+type Binding struct {
+	// Method is the method it calls.
+	Method *Method
+	// Verb is the HTTP method.
+	Verb string
+	// Path is the path template, grpc-gateway (HttpRule) syntax.
+	Path string
+	// Body is "" (no body), "*" or the request field the body fills.
+	Body string
+	// ResponseBody is "" (the whole response) or the response field
+	// written as the body.
+	ResponseBody string
+}
+
+// Bindings returns every HTTP binding of the methods of set, in
+// registration order.
+func Bindings(set *Set) []Binding {
+	var out []Binding
+	for _, m := range set.Methods() {
+		if m.Desc.IsStreamingClient() {
+			continue
+		}
+		for _, b := range bindingsOf(m) {
+			out = append(out, b.Binding)
+		}
+	}
+	return out
+}
+
+func bindingsOf(m *Method) []*binding {
+	if m.AutoMapped {
+		return []*binding{{Binding: Binding{Method: m, Verb: http.MethodPost, Path: m.FullMethod, Body: "*"}}}
+	}
+	var out []*binding
+	for _, r := range m.Rules {
+		verb, path := ruleVerbPath(r)
+		if path == "" {
+			continue
+		}
+		out = append(out, &binding{Binding: Binding{Method: m, Verb: verb, Path: path, Body: r.GetBody(), ResponseBody: r.GetResponseBody()}})
+	}
+	return out
+}
+
+func ruleVerbPath(r *annotations.HttpRule) (string, string) {
+	switch p := r.GetPattern().(type) {
+	case *annotations.HttpRule_Get:
+		return http.MethodGet, p.Get
+	case *annotations.HttpRule_Put:
+		return http.MethodPut, p.Put
+	case *annotations.HttpRule_Post:
+		return http.MethodPost, p.Post
+	case *annotations.HttpRule_Delete:
+		return http.MethodDelete, p.Delete
+	case *annotations.HttpRule_Patch:
+		return http.MethodPatch, p.Patch
+	case *annotations.HttpRule_Custom:
+		return p.Custom.GetKind(), p.Custom.GetPath()
+	}
+	return "", ""
+}
+
+type binding struct {
+	Binding
+	mux    *runtime.ServeMux
+	conn   grpc.ClientConnInterface
+	strict bool
+
+	params    []param
+	bodyPath  []protoreflect.FieldDescriptor // nil for "" and "*"
+	respPath  []protoreflect.FieldDescriptor // nil for the whole response
+	filter    *utilities.DoubleArray
+	hasQuery  bool
+	fieldMask protoreflect.FieldDescriptor // PATCH: filled from the body when unset
+}
+
+// param is one variable of a path template.
+type param struct {
+	name   string                         // as in the template, "book.id"
+	path   []protoreflect.FieldDescriptor // the fields it names
+	nested bool
+	enum   map[string]int32 // for enum fields
+}
+
+// templateVars finds the variable names of a path template; the matching
+// itself is grpc-gateway's (HandlePath).
+var templateVars = regexp.MustCompile(`\{([^}=]+)(?:=[^}]*)?\}`)
+
+// PathParams returns the variable names of a path template, in order.
+func PathParams(template string) []string {
+	var out []string
+	for _, m := range templateVars.FindAllStringSubmatch(template, -1) {
+		out = append(out, strings.TrimSpace(m[1]))
+	}
+	return out
+}
+
+// fieldPath resolves a dotted path of proto field names.
+func fieldPath(md protoreflect.MessageDescriptor, path string) ([]protoreflect.FieldDescriptor, error) {
+	var out []protoreflect.FieldDescriptor
+	parts := strings.Split(path, ".")
+	for i, p := range parts {
+		if md == nil {
+			return nil, fmt.Errorf("field path %q: %q is not a message", path, parts[i-1])
+		}
+		fd := md.Fields().ByName(protoreflect.Name(p))
+		if fd == nil {
+			return nil, fmt.Errorf("field path %q: no field %q in %s", path, p, md.FullName())
+		}
+		if i < len(parts)-1 && (fd.IsList() || fd.IsMap()) {
+			return nil, fmt.Errorf("field path %q: %q is repeated", path, p)
+		}
+		out = append(out, fd)
+		md = fd.Message()
+	}
+	return out, nil
+}
+
+func (b *binding) prepare() error {
+	in := b.Method.In.Descriptor()
+	var seqs [][]string
+	if b.Body != "" && b.Body != "*" {
+		fp, err := fieldPath(in, b.Body)
+		if err != nil {
+			return fmt.Errorf("body: %w", err)
+		}
+		b.bodyPath = fp
+		seqs = append(seqs, strings.Split(b.Body, "."))
+	}
+	for _, name := range PathParams(b.Path) {
+		fp, err := fieldPath(in, name)
+		if err != nil {
+			return fmt.Errorf("path %s: %w", b.Path, err)
+		}
+		p := param{name: name, path: fp, nested: len(fp) > 1}
+		if ed := fp[len(fp)-1].Enum(); ed != nil {
+			p.enum = enumValues(ed)
+		}
+		b.params = append(b.params, p)
+		seqs = append(seqs, strings.Split(name, "."))
+	}
+	b.filter = utilities.NewDoubleArray(seqs)
+	// As grpc-gateway's generator: query parameters are read unless the body
+	// takes everything or no top-level field is left for them.
+	if b.Body != "*" {
+		left := map[string]bool{}
+		fields := in.Fields()
+		for i := range fields.Len() {
+			left[string(fields.Get(i).Name())] = true
+		}
+		delete(left, b.Body)
+		for _, p := range b.params {
+			delete(left, p.name)
+		}
+		b.hasQuery = len(left) > 0
+	}
+	if b.ResponseBody != "" {
+		fp, err := fieldPath(b.Method.Out.Descriptor(), b.ResponseBody)
+		if err != nil {
+			return fmt.Errorf("response_body: %w", err)
+		}
+		b.respPath = fp
+	}
+	if b.Verb == http.MethodPatch && b.bodyPath != nil {
+		// grpc-gateway's PATCH feature: a request with exactly one
+		// FieldMask field gets it from the body's fields when unset.
+		fields := in.Fields()
+		for i := range fields.Len() {
+			fd := fields.Get(i)
+			if fd.Message() != nil && fd.Message().FullName() == "google.protobuf.FieldMask" && !fd.IsList() {
+				if b.fieldMask != nil {
+					b.fieldMask = nil
+					break
+				}
+				b.fieldMask = fd
+			}
+		}
+	}
+	return nil
+}
+
+// serve is the runtime.HandlerFunc of one binding: the steps of a
+// generated handler, in the same order, with the same errors.
+func (b *binding) serve(w http.ResponseWriter, req *http.Request, pathParams map[string]string) {
+	ctx, cancel := context.WithCancel(req.Context())
+	defer cancel()
+	inbound, outbound := runtime.MarshalerForRequest(b.mux, req)
+	ctx, err := runtime.AnnotateContext(ctx, b.mux, req, b.Method.FullMethod, runtime.WithHTTPPathPattern(b.Path))
+	if err != nil {
+		runtime.HTTPError(req.Context(), b.mux, outbound, w, req, err)
+		return
+	}
+	msg := b.Method.In.New()
+	if err := b.decode(inbound, req, msg, pathParams); err != nil {
+		runtime.HTTPError(ctx, b.mux, outbound, w, req, err)
+		return
+	}
+	var md runtime.ServerMetadata
+	if b.Method.Desc.IsStreamingServer() {
+		b.serveStream(ctx, w, req, outbound, msg, &md)
+		return
+	}
+	resp := b.Method.Out.New()
+	err = b.conn.Invoke(ctx, b.Method.FullMethod, msg.Interface(), resp.Interface(), grpc.Header(&md.HeaderMD), grpc.Trailer(&md.TrailerMD))
+	ctx = runtime.NewServerMetadataContext(ctx, md)
+	if err != nil {
+		runtime.HTTPError(ctx, b.mux, outbound, w, req, err)
+		return
+	}
+	runtime.ForwardResponseMessage(ctx, b.mux, outbound, w, req, b.responseOf(resp, outbound), b.mux.GetForwardResponseOptions()...)
+}
+
+var serverStreamDesc = &grpc.StreamDesc{ServerStreams: true}
+
+func (b *binding) serveStream(ctx context.Context, w http.ResponseWriter, req *http.Request, outbound runtime.Marshaler, msg protoreflect.Message, md *runtime.ServerMetadata) {
+	st, err := b.conn.NewStream(ctx, serverStreamDesc, b.Method.FullMethod)
+	if err == nil {
+		err = st.SendMsg(msg.Interface())
+	}
+	if err == nil {
+		err = st.CloseSend()
+	}
+	if err == nil {
+		md.HeaderMD, err = st.Header()
+	}
+	ctx = runtime.NewServerMetadataContext(ctx, *md)
+	if err != nil {
+		runtime.HTTPError(ctx, b.mux, outbound, w, req, err)
+		return
+	}
+	runtime.ForwardResponseStream(ctx, b.mux, outbound, w, req, func() (proto.Message, error) {
+		resp := b.Method.Out.New()
+		if err := st.RecvMsg(resp.Interface()); err != nil {
+			return nil, err
+		}
+		return b.responseOf(resp, outbound), nil
+	}, b.mux.GetForwardResponseOptions()...)
+}
+
+func invalid(format string, args ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, args...)
+}
+
+// decode fills msg from the body, the path and the query.
+func (b *binding) decode(m runtime.Marshaler, req *http.Request, msg protoreflect.Message, pathParams map[string]string) error {
+	var raw []byte // the body, kept for the PATCH field mask
+	if b.Body != "" {
+		body := io.Reader(req.Body)
+		if b.fieldMask != nil {
+			var err error
+			if raw, err = io.ReadAll(req.Body); err != nil {
+				return invalid("%v", err)
+			}
+			body = bytes.NewReader(raw)
+		}
+		var target proto.Message
+		if b.Body == "*" {
+			target = msg.Interface()
+		} else {
+			target = b.bodyTarget(msg)
+		}
+		if target != nil {
+			if err := m.NewDecoder(body).Decode(target); err != nil && !errors.Is(err, io.EOF) {
+				return invalid("%v", err)
+			}
+		} else if err := b.decodeScalarBody(m, body, msg); err != nil {
+			return err
+		}
+		if b.fieldMask != nil {
+			cur := msg.Get(b.fieldMask).Message()
+			if !msg.Has(b.fieldMask) || cur.Get(cur.Descriptor().Fields().ByName("paths")).List().Len() == 0 {
+				fm, err := runtime.FieldMaskFromRequestBody(bytes.NewReader(raw), getPath(msg, b.bodyPath).Message().Interface())
+				if err != nil {
+					return invalid("%v", err)
+				}
+				setMessage(msg, b.fieldMask, fm)
+			}
+		}
+	}
+	for _, p := range b.params {
+		val, ok := pathParams[p.name]
+		if !ok {
+			return invalid("missing parameter %s", p.name)
+		}
+		var before protoreflect.Value
+		had := b.Body != "" && hasPath(msg, p.path)
+		if had {
+			before = getPath(msg, p.path)
+			if l, ok := before.Interface().(protoreflect.List); ok {
+				before = copyList(l)
+			}
+		}
+		if err := p.set(msg, val); err != nil {
+			return invalid("type mismatch, parameter: %s, error: %v", p.name, err)
+		}
+		if had && !equalValue(p.path[len(p.path)-1], before, getPath(msg, p.path)) {
+			return invalid("field %q is set by both the path and the body", p.name)
+		}
+	}
+	if !b.hasQuery && b.strict && req.URL.RawQuery != "" {
+		if err := b.refuseQuery(msg.Descriptor(), req.URL.Query()); err != nil {
+			return invalid("%v", err)
+		}
+	}
+	if b.hasQuery {
+		if err := req.ParseForm(); err != nil {
+			return invalid("%v", err)
+		}
+		if err := b.query(msg, req.Form); err != nil {
+			return invalid("%v", err)
+		}
+	}
+	if req.Body != nil {
+		_, _ = io.Copy(io.Discard, req.Body)
+	}
+	return nil
+}
+
+// bodyTarget returns the message the body decodes into when the body field
+// is a singular message (allocated first, as generated code does), else
+// nil.
+func (b *binding) bodyTarget(msg protoreflect.Message) proto.Message {
+	last := b.bodyPath[len(b.bodyPath)-1]
+	if last.Message() == nil || last.IsList() || last.IsMap() {
+		return nil
+	}
+	cur := msg
+	for _, fd := range b.bodyPath {
+		cur = cur.Mutable(fd).Message()
+	}
+	return cur.Interface()
+}
+
+// decodeScalarBody decodes a body into a field that is not a singular
+// message (a scalar, list or map): as {"field": body} into a fresh request.
+func (b *binding) decodeScalarBody(m runtime.Marshaler, body io.Reader, msg protoreflect.Message) error {
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return invalid("%v", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	last := b.bodyPath[len(b.bodyPath)-1]
+	parent := msg
+	for _, fd := range b.bodyPath[:len(b.bodyPath)-1] {
+		parent = parent.Mutable(fd).Message()
+	}
+	tmp := parent.New()
+	wrapped := append(append([]byte(`{"`+last.JSONName()+`":`), data...), '}')
+	if err := m.Unmarshal(wrapped, tmp.Interface()); err != nil {
+		return invalid("%v", err)
+	}
+	if tmp.Has(last) {
+		parent.Set(last, tmp.Get(last))
+	}
+	return nil
+}
+
+// set sets a path parameter as generated code does: top-level fields with
+// runtime's converters, nested ones with runtime.PopulateFieldFromPath.
+func (p *param) set(msg protoreflect.Message, val string) error {
+	fd := p.path[len(p.path)-1]
+	if p.enum != nil {
+		parent := msg
+		for _, f := range p.path[:len(p.path)-1] {
+			parent = parent.Mutable(f).Message()
+		}
+		if fd.IsList() {
+			es, err := runtime.EnumSlice(val, ",", p.enum)
+			if err != nil {
+				return err
+			}
+			l := parent.Mutable(fd).List()
+			for _, e := range es {
+				l.Append(protoreflect.ValueOfEnum(protoreflect.EnumNumber(e)))
+			}
+			return nil
+		}
+		e, err := runtime.Enum(val, p.enum)
+		if err != nil {
+			return err
+		}
+		parent.Set(fd, protoreflect.ValueOfEnum(protoreflect.EnumNumber(e)))
+		return nil
+	}
+	if p.nested {
+		return runtime.PopulateFieldFromPath(msg.Interface(), p.name, val)
+	}
+	if fd.IsList() {
+		return setList(msg, fd, val)
+	}
+	v, err := convert(fd, val)
+	if err != nil {
+		return err
+	}
+	if pm, ok := v.(proto.Message); ok {
+		setMessage(msg, fd, pm)
+		return nil
+	}
+	msg.Set(fd, protoreflect.ValueOf(v))
+	return nil
+}
+
+// convert parses a top-level path parameter with the converter generated
+// code uses for its kind.
+func convert(fd protoreflect.FieldDescriptor, val string) (any, error) {
+	switch fd.Kind() {
+	case protoreflect.StringKind:
+		return runtime.String(val)
+	case protoreflect.BoolKind:
+		return runtime.Bool(val)
+	case protoreflect.Int32Kind, protoreflect.Sint32Kind, protoreflect.Sfixed32Kind:
+		return runtime.Int32(val)
+	case protoreflect.Int64Kind, protoreflect.Sint64Kind, protoreflect.Sfixed64Kind:
+		return runtime.Int64(val)
+	case protoreflect.Uint32Kind, protoreflect.Fixed32Kind:
+		return runtime.Uint32(val)
+	case protoreflect.Uint64Kind, protoreflect.Fixed64Kind:
+		return runtime.Uint64(val)
+	case protoreflect.FloatKind:
+		return runtime.Float32(val)
+	case protoreflect.DoubleKind:
+		return runtime.Float64(val)
+	case protoreflect.BytesKind:
+		return runtime.Bytes(val)
+	case protoreflect.MessageKind:
+		switch fd.Message().FullName() {
+		case "google.protobuf.Timestamp":
+			return runtime.Timestamp(val)
+		case "google.protobuf.Duration":
+			return runtime.Duration(val)
+		case "google.protobuf.StringValue":
+			return runtime.StringValue(val)
+		case "google.protobuf.BoolValue":
+			return runtime.BoolValue(val)
+		case "google.protobuf.Int32Value":
+			return runtime.Int32Value(val)
+		case "google.protobuf.Int64Value":
+			return runtime.Int64Value(val)
+		case "google.protobuf.UInt32Value":
+			return runtime.UInt32Value(val)
+		case "google.protobuf.UInt64Value":
+			return runtime.UInt64Value(val)
+		case "google.protobuf.FloatValue":
+			return runtime.FloatValue(val)
+		case "google.protobuf.DoubleValue":
+			return runtime.DoubleValue(val)
+		case "google.protobuf.BytesValue":
+			return runtime.BytesValue(val)
+		}
+	}
+	return nil, fmt.Errorf("%s cannot be a path parameter", fd.Kind())
+}
+
+func setList(msg protoreflect.Message, fd protoreflect.FieldDescriptor, val string) error {
+	l := msg.Mutable(fd).List()
+	for _, part := range strings.Split(val, ",") {
+		v, err := convert(fd, part)
+		if err != nil {
+			return err
+		}
+		l.Append(protoreflect.ValueOf(v))
+	}
+	return nil
+}
+
+// setMessage sets a message field to m, which may be a compiled-in type
+// (a well-known type) while the parent is dynamic: dynamicpb accepts
+// messages of the same full name.
+func setMessage(msg protoreflect.Message, fd protoreflect.FieldDescriptor, m proto.Message) {
+	msg.Set(fd, protoreflect.ValueOfMessage(m.ProtoReflect()))
+}
+
+func hasPath(msg protoreflect.Message, path []protoreflect.FieldDescriptor) bool {
+	cur := msg
+	for i, fd := range path {
+		if !cur.Has(fd) {
+			return false
+		}
+		if i < len(path)-1 {
+			cur = cur.Get(fd).Message()
+		}
+	}
+	return true
+}
+
+func getPath(msg protoreflect.Message, path []protoreflect.FieldDescriptor) protoreflect.Value {
+	cur := msg
+	for _, fd := range path[:len(path)-1] {
+		cur = cur.Get(fd).Message()
+	}
+	return cur.Get(path[len(path)-1])
+}
+
+type listCopy []protoreflect.Value
+
+func copyList(l protoreflect.List) protoreflect.Value {
+	c := make(listCopy, l.Len())
+	for i := range l.Len() {
+		c[i] = l.Get(i)
+	}
+	return protoreflect.ValueOf(c)
+}
+
+func equalValue(fd protoreflect.FieldDescriptor, a, b protoreflect.Value) bool {
+	if c, ok := a.Interface().(listCopy); ok {
+		l := b.List()
+		if l.Len() != len(c) {
+			return false
+		}
+		for i := range c {
+			if !c[i].Equal(l.Get(i)) {
+				return false
+			}
+		}
+		return true
+	}
+	if fd.Message() != nil {
+		return proto.Equal(a.Message().Interface(), b.Message().Interface())
+	}
+	return a.Equal(b)
+}
+
+// responseOf returns what is written for resp: resp itself, or its
+// response_body field in the shape generated code hands the marshaler.
+func (b *binding) responseOf(resp protoreflect.Message, m runtime.Marshaler) proto.Message {
+	if b.respPath == nil {
+		return resp.Interface()
+	}
+	useNumbers := false
+	if j, ok := m.(*runtime.JSONPb); ok {
+		useNumbers = j.UseEnumNumbers
+	}
+	cur := resp
+	for _, fd := range b.respPath[:len(b.respPath)-1] {
+		cur = cur.Get(fd).Message()
+	}
+	fd := b.respPath[len(b.respPath)-1]
+	return responseBody{Message: resp.Interface(), body: goValue(fd, cur.Get(fd), useNumbers)}
+}
+
+// responseBody is a response whose body is one of its fields; grpc-gateway
+// writes XXX_ResponseBody() instead of the message.
+type responseBody struct {
+	proto.Message
+	body any
+}
+
+// XXX_ResponseBody is what grpc-gateway's ForwardResponseMessage writes.
+func (r responseBody) XXX_ResponseBody() any { return r.body }
+
+// goValue turns a field value into the Go value a generated struct field
+// holds, so that grpc-gateway's marshaler writes the same JSON for it.
+func goValue(fd protoreflect.FieldDescriptor, v protoreflect.Value, enumNumbers bool) any {
+	switch {
+	case fd.IsMap():
+		mp := v.Map()
+		if mp.Len() == 0 {
+			return map[string]any(nil)
+		}
+		out := make(map[any]any, mp.Len())
+		mp.Range(func(k protoreflect.MapKey, mv protoreflect.Value) bool {
+			out[k.Interface()] = singular(fd.MapValue(), mv, enumNumbers)
+			return true
+		})
+		return out
+	case fd.IsList():
+		l := v.List()
+		if l.Len() == 0 {
+			if fd.Message() != nil {
+				return []proto.Message(nil)
+			}
+			return []any(nil)
+		}
+		if fd.Message() != nil {
+			out := make([]proto.Message, l.Len())
+			for i := range l.Len() {
+				out[i] = l.Get(i).Message().Interface()
+			}
+			return out
+		}
+		out := make([]any, l.Len())
+		for i := range l.Len() {
+			out[i] = singular(fd, l.Get(i), enumNumbers)
+		}
+		return out
+	}
+	return singular(fd, v, enumNumbers)
+}
+
+func singular(fd protoreflect.FieldDescriptor, v protoreflect.Value, enumNumbers bool) any {
+	switch {
+	case fd.Message() != nil:
+		return v.Message().Interface()
+	case fd.Enum() != nil:
+		n := v.Enum()
+		if enumNumbers {
+			return int32(n)
+		}
+		if ev := fd.Enum().Values().ByNumber(n); ev != nil {
+			return string(ev.Name())
+		}
+		return fmt.Sprint(int32(n))
+	case fd.Kind() == protoreflect.BytesKind:
+		if b := v.Bytes(); len(b) > 0 {
+			return b
+		}
+		return []byte(nil)
+	}
+	return v.Interface()
+}
+
+// sortedKeys returns the keys of a url.Values in order, so that errors do not
+// depend on map order.
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	return keys
+}
