@@ -4,20 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"net"
 	"net/netip"
-	"net/url"
 	"os"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	iquota "github.com/gatehouse-dev/gatehouse/interceptors/quota"
-	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 	"github.com/gatehouse-dev/gatehouse/quota"
 	"github.com/gatehouse-dev/gatehouse/routing"
 	"github.com/gatehouse-dev/gatehouse/telemetry"
@@ -143,7 +139,9 @@ func (s *quotaState) close() {
 // quotaOptions are the interceptors' options: routes come from the route
 // table in force, the client IP as the router sees it.
 func (g *Gateway) quotaOptions() []iquota.Option {
-	return []iquota.Option{iquota.WithRoute(g.quotaRoute), iquota.WithSource(clientIP)}
+	return []iquota.Option{iquota.WithRoute(g.quotaRoute), iquota.WithSource(func(ctx context.Context, md metadata.MD) netip.Addr {
+		return routing.RequestOf(ctx, "", md).SourceIP // the peer, or for REST the x-forwarded-for hop grpc-gateway appended
+	})}
 }
 
 func (g *Gateway) quotaStream() []grpc.StreamServerInterceptor {
@@ -168,17 +166,7 @@ func (g *Gateway) quotaRoute(ctx context.Context, fullMethod string, md metadata
 	if ownService(fullMethod) {
 		return ""
 	}
-	req := routing.Request{Method: fullMethod, Metadata: md}
-	rest := inProcessCall(ctx)
-	if rest {
-		req.HTTPMethod = firstValue(md, routing.MDHTTPMethod)
-		req.Path = firstValue(md, routing.MDHTTPPath)
-		if q := firstValue(md, routing.MDHTTPQuery); q != "" {
-			req.Query, _ = url.ParseQuery(q)
-		}
-	}
-	req.SourceIP = clientIP(ctx, md)
-	req.Claims = callinfo.PrincipalFrom(ctx).Claims
+	req := routing.RequestOf(ctx, fullMethod, md)
 	r, ok := g.router.Table().MatchRequest(&req)
 	if !ok {
 		return ""
@@ -191,49 +179,4 @@ func ownService(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/grpc.health.v1.") ||
 		strings.HasPrefix(fullMethod, "/grpc.reflection.") ||
 		strings.HasPrefix(fullMethod, "/gatehouse.admin.v1.")
-}
-
-// inProcessCall reports whether a call came over the in-process
-// connection, that is, from the REST path.
-func inProcessCall(ctx context.Context) bool {
-	p, ok := peer.FromContext(ctx)
-	return ok && p.Addr != nil && p.Addr.Network() == "bufconn"
-}
-
-// clientIP is the client's address as the router sees it: the peer's, or
-// for REST calls the last x-forwarded-for hop, which grpc-gateway appends
-// from the HTTP peer.
-func clientIP(ctx context.Context, md metadata.MD) netip.Addr {
-	if inProcessCall(ctx) {
-		vals := md["x-forwarded-for"]
-		if len(vals) == 0 {
-			return netip.Addr{}
-		}
-		last := vals[len(vals)-1]
-		if i := strings.LastIndexByte(last, ','); i >= 0 {
-			last = last[i+1:]
-		}
-		a, _ := netip.ParseAddr(strings.TrimSpace(last))
-		return a.Unmap()
-	}
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil {
-		return netip.Addr{}
-	}
-	if ta, ok := p.Addr.(*net.TCPAddr); ok {
-		a, _ := netip.AddrFromSlice(ta.IP)
-		return a.Unmap()
-	}
-	ap, err := netip.ParseAddrPort(p.Addr.String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	return ap.Addr().Unmap()
-}
-
-func firstValue(md metadata.MD, key string) string {
-	if v := md[key]; len(v) > 0 {
-		return v[0]
-	}
-	return ""
 }

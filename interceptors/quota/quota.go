@@ -190,33 +190,19 @@ func ceilMillis(d time.Duration) int64 {
 	return int64((d + time.Millisecond - 1) / time.Millisecond)
 }
 
-// principal turns the authenticated principal into what policies see. An
-// API key principal is one whose credential is named "api_key..." or
-// "apikey...": its subject is the key's id. Labels are the claims' "labels"
-// map when there is one (an API key's labels), else the string-valued
-// claims.
+// principal turns the authenticated principal into what policies see, as
+// interceptors/auth's rules see it: an API key principal (credential
+// "apikey:<set>") has the key's id as subject and api_key, and its labels
+// as claims and labels; other principals have no api_key and no labels.
 func principal(p callinfo.Principal) limiter.Principal {
 	out := limiter.Principal{Subject: p.Subject, Claims: p.Claims}
-	cred := strings.ToLower(p.Credential)
-	if strings.HasPrefix(cred, "api_key") || strings.HasPrefix(cred, "apikey") || strings.HasPrefix(cred, "api-key") {
+	if strings.HasPrefix(p.Credential, "apikey:") {
 		out.APIKey = p.Subject
-	}
-	switch l := p.Claims["labels"].(type) {
-	case map[string]string:
-		out.Labels = l
-	case map[string]any:
-		out.Labels = stringValues(l)
-	default:
-		out.Labels = stringValues(p.Claims)
-	}
-	return out
-}
-
-func stringValues(m map[string]any) map[string]string {
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		if s, ok := v.(string); ok {
-			out[k] = s
+		out.Labels = make(map[string]string, len(p.Claims))
+		for k, v := range p.Claims {
+			if s, ok := v.(string); ok {
+				out.Labels[k] = s
+			}
 		}
 	}
 	return out

@@ -226,7 +226,7 @@ func TestRoutesAndWhen(t *testing.T) {
 		md, _ := metadata.FromIncomingContext(ctx)
 		ctx, in := callinfo.With(ctx)
 		if v := md.Get("x-key"); len(v) > 0 {
-			p := callinfo.Principal{Subject: v[0], Credential: "api_key:default", Claims: map[string]any{"labels": map[string]string{"plan": md.Get("x-plan")[0]}}}
+			p := callinfo.Principal{Subject: v[0], Credential: "apikey:default", Claims: map[string]any{"plan": md.Get("x-plan")[0]}}
 			ctx = callinfo.WithPrincipal(ctx, p)
 		}
 		resp, err := h(ctx, req)

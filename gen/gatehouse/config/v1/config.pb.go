@@ -1005,7 +1005,8 @@ type Rate struct {
 	Requests uint32 `protobuf:"varint,1,opt,name=requests,proto3" json:"requests,omitempty"`
 	// The period, e.g. "1s", "1m", "1h".
 	Per *durationpb.Duration `protobuf:"bytes,2,opt,name=per,proto3" json:"per,omitempty"`
-	// Extra requests allowed at once above the steady rate. Default 0.
+	// The most requests allowed at once (the bucket size): a client idle for
+	// long may send this many back to back. 0 means 1.
 	Burst         uint32 `protobuf:"varint,3,opt,name=burst,proto3" json:"burst,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
