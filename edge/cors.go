@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"github.com/gatehouse-dev/gatehouse/routing"
 	"google.golang.org/grpc/metadata"
 )
@@ -62,7 +63,7 @@ var DefaultCORSExposedHeaders = []string{
 var defaultCORSMethods = []string{"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}
 
 // WithCORS sets the CORS policy of the listener named listener. A
-// listener's cors block in the config, once there, takes precedence.
+// listener's cors block in the config takes precedence.
 func WithCORS(listener string, p CORSPolicy) Option {
 	return optionFunc(func(o *options) {
 		if o.browser.listenerCORS == nil {
@@ -74,7 +75,7 @@ func WithCORS(listener string, p CORSPolicy) Option {
 
 // WithRouteCORS sets the CORS policy of the route named route; it replaces
 // the listener's for the calls the route takes. A route's cors block in the
-// config, once there, takes precedence.
+// config takes precedence.
 func WithRouteCORS(route string, p CORSPolicy) Option {
 	return optionFunc(func(o *options) {
 		if o.browser.routeCORS == nil {
@@ -244,21 +245,76 @@ func parseHeaderList(vals []string) []string {
 	return out
 }
 
-// listenerCORS returns the compiled CORS policy of a listener; nil when it
-// has none.
+// corsFromConfig turns a config cors block into a CORSPolicy.
+func corsFromConfig(c *configv1.Cors) CORSPolicy {
+	p := CORSPolicy{
+		AllowedOrigins:      c.GetAllowedOrigins(),
+		AllowedMethods:      c.GetAllowedMethods(),
+		AllowedHeaders:      c.GetAllowedHeaders(),
+		ExposedHeaders:      c.GetExposedHeaders(),
+		AllowCredentials:    c.GetAllowCredentials(),
+		AllowPrivateNetwork: c.GetAllowPrivateNetwork(),
+	}
+	if d := c.GetMaxAge(); d != nil {
+		p.MaxAge = d.AsDuration()
+		if p.MaxAge == 0 {
+			p.MaxAge = -1 // "0s": not cached
+		}
+	}
+	return p
+}
+
+// listenerCORS returns the compiled CORS policy of a listener: its config
+// cors block, else the WithCORS option; nil when it has neither.
 func (g *Gateway) listenerCORS(name string) (*corsPolicy, error) {
+	for _, l := range g.Config().GetListeners() {
+		if l.GetName() == name && l.GetCors() != nil {
+			return compileCORS(corsFromConfig(l.GetCors()))
+		}
+	}
 	if p, ok := g.opts.browser.listenerCORS[name]; ok {
 		return compileCORS(p)
 	}
 	return nil, nil
 }
 
-// routeCORSCache holds compiled route policies by route name and the
-// table they came from; rebuilt when the table is swapped.
+// routeCORSCache holds the compiled route policies of one route table;
+// rebuilt when the table is swapped (a reload).
 type routeCORSCache struct {
-	mu    sync.Mutex
-	table *routing.Table
-	byRte map[string]*corsPolicy // nil value: the route has none
+	mu      sync.Mutex
+	table   *routing.Table
+	any     bool                   // some route of table has a policy
+	byRoute map[string]*corsPolicy // nil value: the route has none
+}
+
+// routePolicies returns the cache's policies for t, compiling them when t is
+// new. Policies that do not compile (config validation prevents it) are
+// logged and left out.
+func (b *browser) routePolicies(t *routing.Table) (map[string]*corsPolicy, bool) {
+	c := &b.routeCache
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.table == t {
+		return c.byRoute, c.any
+	}
+	c.table, c.any, c.byRoute = t, false, map[string]*corsPolicy{}
+	for _, rt := range t.Routes() {
+		var cp CORSPolicy
+		if rc := rt.Config.GetCors(); rc != nil {
+			cp = corsFromConfig(rc)
+		} else if o, ok := b.g.opts.browser.routeCORS[rt.Name]; ok {
+			cp = o
+		} else {
+			continue
+		}
+		p, err := compileCORS(cp)
+		if err != nil {
+			b.g.log.Warn("route cors ignored", "route", rt.Name, "error", err)
+			continue
+		}
+		c.byRoute[rt.Name], c.any = p, true
+	}
+	return c.byRoute, c.any
 }
 
 // routeCORS returns the policy of the route that takes r, and whether that
@@ -266,10 +322,11 @@ type routeCORSCache struct {
 // gRPC method (gRPC-Web, auto-mapped streams), else unknown, and routes
 // are matched on the request's HTTP method, path, query and headers.
 func (b *browser) routeCORS(r *http.Request, httpMethod string) (*corsPolicy, bool) {
-	if len(b.g.opts.browser.routeCORS) == 0 {
+	t := b.g.router.Table()
+	policies, any := b.routePolicies(t)
+	if !any {
 		return nil, false
 	}
-	t := b.g.router.Table()
 	md := make(metadata.MD, len(r.Header)+1)
 	for k, vs := range r.Header {
 		md[strings.ToLower(k)] = vs
@@ -283,29 +340,17 @@ func (b *browser) routeCORS(r *http.Request, httpMethod string) (*corsPolicy, bo
 	if !ok {
 		return nil, false
 	}
-	return b.compiledRouteCORS(t, rt.Name)
+	p, ok := policies[rt.Name]
+	return p, ok
 }
 
-func (b *browser) compiledRouteCORS(t *routing.Table, route string) (*corsPolicy, bool) {
-	g, c := b.g, &b.routeCache
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.table != t {
-		c.table, c.byRte = t, map[string]*corsPolicy{}
+// corsOn reports whether any CORS policy applies on this listener.
+func (b *browser) corsOn() bool {
+	if b.cors != nil {
+		return true
 	}
-	if p, ok := c.byRte[route]; ok {
-		return p, p != nil
-	}
-	var p *corsPolicy
-	if cp, ok := g.opts.browser.routeCORS[route]; ok {
-		var err error
-		if p, err = compileCORS(cp); err != nil {
-			g.log.Warn("route cors ignored", "route", route, "error", err)
-			p = nil
-		}
-	}
-	c.byRte[route] = p
-	return p, p != nil
+	_, any := b.routePolicies(b.g.router.Table())
+	return any
 }
 
 // applyCORS applies the CORS policy in force for r: it answers a preflight
@@ -326,7 +371,7 @@ func (b *browser) applyCORS(w http.ResponseWriter, r *http.Request) bool {
 		p = rp
 	}
 	if p == nil {
-		if preflight && (b.cors != nil || len(b.g.opts.browser.routeCORS) > 0) {
+		if preflight && b.corsOn() {
 			(&corsPolicy{}).preflight(w, r) // CORS is on here, not for this origin
 			return false
 		}

@@ -3,17 +3,35 @@ package edge
 import (
 	"context"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/gatehouse-dev/gatehouse/config"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/status"
+	"google.golang.org/grpc/tap"
 	"google.golang.org/grpc/test/bufconn"
 )
+
+// maxHeaderFields bounds the header fields of one request (or gRPC call),
+// whatever their total size: more are refused with 431 (shared listeners)
+// or RESOURCE_EXHAUSTED before any handler runs (grpc listeners).
+const maxHeaderFields = 100
+
+// restBodyTimeoutFactor times the read-header timeout is how long a REST
+// request body may take to arrive in full; a slower one is answered 408 and
+// its connection closed.
+const restBodyTimeoutFactor = 3
 
 // Listener protocols, as written in config.
 const (
@@ -56,6 +74,7 @@ func grpcServerOptions(l config.Limits) []grpc.ServerOption {
 			MinTime:             l.KeepaliveMinPing,
 			PermitWithoutStream: l.KeepalivePermitWithoutCalls,
 		}),
+		grpc.InTapHandle(limitHeaderFields),
 		grpc.KeepaliveParams(keepalive.ServerParameters{
 			MaxConnectionIdle: l.IdleTimeout,
 			Time:              l.KeepalivePing,
@@ -94,6 +113,13 @@ func isGRPC(r *http.Request) bool {
 // ServeHTTP routes a shared listener's requests: gRPC to the grpc.Server,
 // everything else to the REST handler.
 func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if n := headerFields(r.Header); n > maxHeaderFields {
+		if r.ProtoMajor == 1 {
+			w.Header().Set("Connection", "close")
+		}
+		http.Error(w, fmt.Sprintf("gatehouse: %d header fields, more than %d", n, maxHeaderFields), http.StatusRequestHeaderFieldsTooLarge)
+		return
+	}
 	if isGRPC(r) {
 		s.grpc.ServeHTTP(w, r)
 		return
@@ -175,3 +201,140 @@ func (s *server) stop() {
 		_ = s.conn.Close()
 	}
 }
+
+// headerFields counts the fields of a header, a repeated name once per value.
+func headerFields(h http.Header) int {
+	n := 0
+	for _, v := range h {
+		n += max(len(v), 1)
+	}
+	return n
+}
+
+// limitHeaderFields is the grpc listeners' tap: it refuses a call with more
+// than maxHeaderFields header fields before a stream handler starts.
+func limitHeaderFields(ctx context.Context, info *tap.Info) (context.Context, error) {
+	n := 0
+	for _, v := range info.Header {
+		n += max(len(v), 1)
+	}
+	if n > maxHeaderFields {
+		return ctx, status.Errorf(codes.ResourceExhausted, "gatehouse: %d header fields, more than %d", n, maxHeaderFields)
+	}
+	return ctx, nil
+}
+
+// bodyDeadline bounds how long a REST request body may take to arrive: d
+// from the moment the handler starts. A body still arriving then fails the
+// handler's read, and the answer becomes 408 with the connection closed,
+// whatever the handler made of the failed read. The deadline is lifted as
+// soon as the body has been read to its end, so that a long response (a
+// server stream) is not cut; requests without a body are untouched.
+func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if d <= 0 || r.ContentLength == 0 || r.Body == nil || r.Body == http.NoBody {
+			h.ServeHTTP(w, r)
+			return
+		}
+		rc := http.NewResponseController(w)
+		if err := rc.SetReadDeadline(time.Now().Add(d)); err != nil {
+			h.ServeHTTP(w, r) // not supported by this writer: no deadline
+			return
+		}
+		body := &deadlineBody{rc: r.Body, ctl: rc}
+		r.Body = body
+		tw := &timeoutWriter{ResponseWriter: w, body: body}
+		h.ServeHTTP(tw, r)
+		if body.timedOut.Load() {
+			tw.writeTimeout() // when the handler answered nothing
+			return
+		}
+		_ = rc.SetReadDeadline(time.Time{})
+	})
+}
+
+// deadlineBody is a request body read under a deadline.
+type deadlineBody struct {
+	rc       io.ReadCloser
+	ctl      *http.ResponseController
+	timedOut atomic.Bool
+	done     atomic.Bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.rc.Read(p)
+	switch {
+	case err == io.EOF:
+		if b.done.CompareAndSwap(false, true) {
+			_ = b.ctl.SetReadDeadline(time.Time{})
+		}
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		b.timedOut.Store(true)
+	}
+	return n, err
+}
+
+func (b *deadlineBody) Close() error { return b.rc.Close() }
+
+// timeoutWriter turns the answer to a request whose body timed out into
+// 408; other answers pass unchanged.
+type timeoutWriter struct {
+	http.ResponseWriter
+	body     *deadlineBody
+	wrote    bool // the handler wrote a header
+	replaced bool // the answer is 408; the handler's writes are dropped
+}
+
+func (w *timeoutWriter) WriteHeader(code int) {
+	if w.wrote {
+		return
+	}
+	w.wrote = true
+	if w.body.timedOut.Load() {
+		w.replaced = true
+		w.sendTimeout()
+		return
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *timeoutWriter) Write(p []byte) (int, error) {
+	if !w.wrote {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.replaced {
+		return len(p), nil
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// Flush keeps streamed REST answers flowing (grpc-gateway asserts
+// http.Flusher).
+func (w *timeoutWriter) Flush() {
+	if !w.replaced {
+		_ = http.NewResponseController(w.ResponseWriter).Flush()
+	}
+}
+
+func (w *timeoutWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// writeTimeout answers 408 if the handler wrote nothing.
+func (w *timeoutWriter) writeTimeout() {
+	if !w.wrote {
+		w.wrote, w.replaced = true, true
+		w.sendTimeout()
+	}
+}
+
+func (w *timeoutWriter) sendTimeout() {
+	h := w.ResponseWriter.Header()
+	for k := range h {
+		delete(h, k)
+	}
+	h.Set("Connection", "close")
+	h.Set("Content-Type", "application/json")
+	w.ResponseWriter.WriteHeader(http.StatusRequestTimeout)
+	_, _ = io.WriteString(w.ResponseWriter, `{"code":4,"message":"gatehouse: request body not received in time"}`)
+}
+
+var _ http.Flusher = (*timeoutWriter)(nil)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/edge"
 	"github.com/gatehouse-dev/gatehouse/examples/demo"
 	"github.com/gatehouse-dev/gatehouse/examples/greeter"
@@ -34,6 +35,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/emptypb"
 )
 
 // failingGreeter is the example greeter whose StreamHellos fails on
@@ -309,8 +311,8 @@ func TestCORS(t *testing.T) {
 	}
 	for _, tc := range []struct{ origin, headers string }{
 		{"https://evil.example.com", ""},
-		{"https://example.org", ""},       // the wildcard needs a subdomain
-		{"http://app.example.com", ""},    // scheme counts
+		{"https://example.org", ""},    // the wildcard needs a subdomain
+		{"http://app.example.com", ""}, // scheme counts
 		{"https://app.example.com.evil.net", ""},
 		{"https://app.example.com", "x-secret"}, // header not allowed
 		{"https://other.example.net", ""},       // only the testsvc route allows it
@@ -668,4 +670,57 @@ func freePort(t *testing.T) string {
 	}
 	defer l.Close()
 	return l.Addr().String()
+}
+
+// TestCORSFromConfig: the cors blocks of gatehouse.yaml, per listener and
+// per route, with the key names of issue 4.
+func TestCORSFromConfig(t *testing.T) {
+	backend := startBackend(t)
+	g := startGateway(t, fmt.Sprintf(`
+listeners:
+  - name: edge
+    address: "127.0.0.1:0"
+    cors:
+      allowed_origins: ["https://app.example.com", "https://*.example.org"]
+      allow_credentials: true
+      max_age: "2m"
+      exposed_headers: ["x-custom"]
+backends: [{ name: b, endpoints: ["%s"] }]
+routes:
+  - name: public
+    match: { method: "/grpc.testing.TestService/EmptyCall" }
+    backend: b
+    cors: { allowed_origins: ["*"], allowed_methods: ["POST"] }
+  - { name: testsvc, match: { service: "grpc.testing.TestService" }, backend: b }
+`, backend))
+	base := "http://" + g.Addr("edge").String()
+	pre := func(path, origin string) http.Header {
+		code, _, h := httpDo(t, http.MethodOptions, base+path, "", "Origin", origin, "Access-Control-Request-Method", "POST")
+		if code != http.StatusNoContent {
+			t.Fatalf("preflight %s from %s: %d", path, origin, code)
+		}
+		return h
+	}
+	h := pre("/grpc.testing.TestService/UnaryCall", "https://x.example.org")
+	if h.Get("Access-Control-Allow-Origin") != "https://x.example.org" || h.Get("Access-Control-Max-Age") != "120" || h.Get("Access-Control-Allow-Credentials") != "true" {
+		t.Errorf("listener policy: %v", h)
+	}
+	if h := pre("/grpc.testing.TestService/UnaryCall", "https://elsewhere.net"); h.Get("Access-Control-Allow-Origin") != "" {
+		t.Errorf("disallowed origin: %v", h)
+	}
+	h = pre("/grpc.testing.TestService/EmptyCall", "https://elsewhere.net")
+	if h.Get("Access-Control-Allow-Origin") != "*" || h.Get("Access-Control-Allow-Methods") != "POST" || h.Get("Access-Control-Allow-Credentials") != "" {
+		t.Errorf("route policy: %v", h)
+	}
+	res := grpcWebCall(t, httpClient(t, false), g.Addr("edge").String(), "/grpc.testing.TestService/EmptyCall", &emptypb.Empty{}, false, "Origin", "https://elsewhere.net")
+	if res.code() != codes.OK || res.header.Get("Access-Control-Allow-Origin") != "*" {
+		t.Fatalf("gRPC-Web on the public route: %v %v", res.trailer, res.header)
+	}
+
+	_, err := config.Parse("bad.yaml", []byte(`
+listeners: [{ name: edge, address: "127.0.0.1:0", cors: { allowed_origins: ["*"], allow_credentials: true } }]
+`))
+	if err == nil || !strings.Contains(err.Error(), "allow_credentials") {
+		t.Errorf("credentials with \"*\": %v", err)
+	}
 }
