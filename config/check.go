@@ -83,6 +83,7 @@ func check(cfg *configv1.Config, probs *problems, skip broken) {
 	c.checkResilience(cfg)
 	c.checkSchema(cfg) // check_schema.go
 	c.checkQuota(cfg)
+	c.checkAuth(cfg) // check_auth.go
 }
 
 // routeAction checks that a route has exactly one action (backend, split

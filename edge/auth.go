@@ -32,11 +32,11 @@ const defaultClockSkew = 60 * time.Second
 // the compiled auth blocks of the routes in force (which reload).
 type authState struct {
 	a        *auth.Authenticator
-	log      logger
+	log      authLogger
 	policies atomic.Pointer[policyCache]
 }
 
-type logger interface {
+type authLogger interface {
 	Warn(msg string, args ...any)
 }
 

@@ -69,8 +69,16 @@ func serveTLS(s *server, ts *tlsconfig.Server) {
 // dials each backend under the authority of its name, which picks the
 // credentials. The map is replaced whole on reload.
 type backendCreds struct {
-	byName atomic.Pointer[map[string]credentials.TransportCredentials]
+	byName atomic.Pointer[map[string]backendTLS]
 	plain  credentials.TransportCredentials
+}
+
+// backendTLS is one backend's credentials and the name its certificate is
+// verified against (grpc-go's TLS credentials verify the authority they
+// are given, which for a pooled connection is the backend's name).
+type backendTLS struct {
+	creds      credentials.TransportCredentials
+	serverName string
 }
 
 var _ credentials.TransportCredentials = (*backendCreds)(nil)
@@ -89,7 +97,7 @@ func newBackendCreds(cfg *configv1.Config) (*backendCreds, error) {
 // now on; on error nothing changes. Backends that cfg no longer has keep
 // their credentials, for the connections they make while they drain.
 func (c *backendCreds) update(cfg *configv1.Config) error {
-	m := map[string]credentials.TransportCredentials{}
+	m := map[string]backendTLS{}
 	if old := c.byName.Load(); old != nil {
 		names := map[string]bool{}
 		for _, b := range cfg.GetBackends() {
@@ -106,15 +114,16 @@ func (c *backendCreds) update(cfg *configv1.Config) error {
 		if t == nil {
 			continue
 		}
+		name := backendServerName(b)
 		tc, err := tlsconfig.NewClient(tlsconfig.ClientSpec{
-			CAFile: t.GetCaFile(), ServerName: backendServerName(b),
+			CAFile: t.GetCaFile(), ServerName: name,
 			CertFile: t.GetClientCertFile(), KeyFile: t.GetClientKeyFile(),
 			Field: fmt.Sprintf("backends[%d].tls", i),
 		})
 		if err != nil {
 			return err
 		}
-		m[b.GetName()] = credentials.NewTLS(tc)
+		m[b.GetName()] = backendTLS{creds: credentials.NewTLS(tc), serverName: name}
 	}
 	c.byName.Store(&m)
 	return nil
@@ -135,15 +144,11 @@ func backendServerName(b *configv1.Backend) string {
 	return ""
 }
 
-func (c *backendCreds) pick(authority string) credentials.TransportCredentials {
-	if tc, ok := (*c.byName.Load())[authority]; ok {
-		return tc
-	}
-	return c.plain
-}
-
 func (c *backendCreds) ClientHandshake(ctx context.Context, authority string, conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return c.pick(authority).ClientHandshake(ctx, authority, conn)
+	if bt, ok := (*c.byName.Load())[authority]; ok {
+		return bt.creds.ClientHandshake(ctx, bt.serverName, conn)
+	}
+	return c.plain.ClientHandshake(ctx, authority, conn)
 }
 
 func (c *backendCreds) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {

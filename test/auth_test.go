@@ -27,9 +27,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/edge"
 	"github.com/gatehouse-dev/gatehouse/examples/demo"
 	greeterv1 "github.com/gatehouse-dev/gatehouse/gen/examples/greeter/v1"
+	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"github.com/gatehouse-dev/gatehouse/interceptors/auth"
 	"github.com/gatehouse-dev/gatehouse/internal/testpki"
 	"github.com/lestrrat-go/jwx/v3/jwa"
@@ -660,4 +662,107 @@ func TestAuthKeysAndJWKSLifecycle(t *testing.T) {
 	if n := w.g.Authenticator().Denials(); n["invalid_credentials"] == 0 {
 		t.Errorf("denials not counted: %v", n)
 	}
+}
+
+func TestBackendTLS(t *testing.T) {
+	dir := t.TempDir()
+	backendCA, err := testpki.NewCA("backend CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gatewayCA, err := testpki.NewCA("gateway client CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wrongCA, err := testpki.NewCA("wrong CA")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srvLeaf, err := backendCA.Issue("backend", []string{"localhost"}, []net.IP{net.ParseIP("127.0.0.1")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwLeaf, err := gatewayCA.Issue("gateway", nil, nil, []string{"spiffe://example.test/gatehouse"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gwCert, gwKey, err := gwLeaf.WriteFiles(dir, "gateway")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile, wrongFile := filepath.Join(dir, "backend-ca.pem"), filepath.Join(dir, "wrong-ca.pem")
+	_ = os.WriteFile(caFile, backendCA.PEM, 0o600)
+	_ = os.WriteFile(wrongFile, wrongCA.PEM, 0o600)
+
+	// A backend that requires the gateway's client certificate.
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sawClient atomic.Value
+	s := grpc.NewServer(grpc.Creds(credentials.NewTLS(&tls.Config{
+		Certificates: []tls.Certificate{srvLeaf.TLS},
+		ClientAuth:   tls.RequireAndVerifyClientCert,
+		ClientCAs:    gatewayCA.Pool(),
+		VerifyConnection: func(cs tls.ConnectionState) error {
+			if len(cs.PeerCertificates) > 0 && len(cs.PeerCertificates[0].URIs) > 0 {
+				sawClient.Store(cs.PeerCertificates[0].URIs[0].String())
+			}
+			return nil
+		},
+	})))
+	greeterv1.RegisterGreeterServiceServer(s, identityGreeter{})
+	go func() { _ = s.Serve(lis) }()
+	t.Cleanup(s.Stop)
+	plain := startBackend(t, func(s *grpc.Server) { greeterv1.RegisterGreeterServiceServer(s, identityGreeter{}) })
+
+	g := startGateway(t, fmt.Sprintf(`
+listeners: [{ name: edge, address: "127.0.0.1:0" }]
+backends:
+  - { name: secure, endpoints: [%q], tls: { ca_file: %q, client_cert_file: %q, client_key_file: %q } }
+  - { name: wrong, endpoints: [%q], tls: { ca_file: %q, client_cert_file: %q, client_key_file: %q } }
+  - { name: plain, endpoints: [%q] }
+routes:
+  - { name: secure, match: { service: "examples.greeter.v1.GreeterService", metadata: [{ name: x-to, exact: secure }] }, backend: secure }
+  - { name: wrong, match: { service: "examples.greeter.v1.GreeterService", metadata: [{ name: x-to, exact: wrong }] }, backend: wrong }
+  - { name: plain, match: { service: "examples.greeter.v1.GreeterService" }, backend: plain }
+`, lis.Addr().String(), caFile, gwCert, gwKey, lis.Addr().String(), wrongFile, gwCert, gwKey, plain))
+	cc := dial(t, g.Addr("edge").String())
+	if code, _, msg := hello(t, cc, "x-to", "secure"); code != codes.OK {
+		t.Errorf("TLS backend with a client certificate: %v %s", code, msg)
+	}
+	if v, _ := sawClient.Load().(string); v != "spiffe://example.test/gatehouse" {
+		t.Errorf("backend saw client certificate %q", v)
+	}
+	if code, _, _ := hello(t, cc, "x-to", "wrong"); code != codes.Unavailable {
+		t.Errorf("TLS backend whose certificate the CA does not sign: %v", code)
+	}
+	if code, _, msg := hello(t, cc); code != codes.OK {
+		t.Errorf("plaintext backend beside TLS ones: %v %s", code, msg)
+	}
+}
+
+func TestListenerTLSFileErrorsNameTheField(t *testing.T) {
+	cfg := `
+listeners: [{ name: edge, address: "127.0.0.1:0", tls: { cert_file: /nonexistent/edge.crt, key_file: /nonexistent/edge.key } }]
+backends: [{ name: b, endpoints: ["127.0.0.1:1"] }]
+routes: [{ name: r, backend: b }]
+`
+	c, err := configParse(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := edge.New(c)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = g.Start(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "listeners[0].tls.cert_file") {
+		t.Errorf("start: %v", err)
+	}
+	_ = g.Shutdown(context.Background())
+}
+
+func configParse(yaml string) (*configv1.Config, error) {
+	return config.Parse("test.yaml", []byte(yaml))
 }

@@ -1,0 +1,101 @@
+package config_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/gatehouse-dev/gatehouse/config"
+)
+
+const authBase = `
+backends: [{name: b, endpoints: ["127.0.0.1:9001"]}]
+`
+
+func TestCheckAuth(t *testing.T) {
+	const listener = "listeners: [{name: edge, address: \"127.0.0.1:8080\"}]\n"
+	const jwt = `authentication: {jwt: [{name: corp, issuer: "https://id.example/", audiences: [g], jwks_uri: "https://id.example/jwks"}]}` + "\n"
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown credential", listener + jwt + `routes: [{name: r, backend: b, auth: {require: [corp, nope]}}]`,
+			`routes[0].auth.require[1]: unknown credential "nope"`},
+		{"mtls without a verifying listener", listener + `routes: [{name: r, backend: b, auth: {require: [mtls]}}]`,
+			`routes[0].auth.require[0]: no listener verifies client certificates`},
+		{"rule that does not compile", listener + jwt + `routes: [{name: r, backend: b, auth: {require: [corp], rules: ['claims.scope +']}}]`,
+			`routes[0].auth.rules[0]: `},
+		{"rule that is not a bool", listener + jwt + `routes: [{name: r, backend: b, auth: {require: [corp], rules: ['method']}}]`,
+			`routes[0].auth.rules[0]: the rule is of type string, want bool`},
+		{"bad forward claim", listener + jwt + `routes: [{name: r, backend: b, auth: {require: [corp], forward_claims: ["Scope!"]}}]`,
+			`routes[0].auth.forward_claims[0]: want a lower-case claim name`},
+		{"jwks both", listener + `authentication: {jwt: [{name: corp, issuer: i, audiences: [g], jwks_uri: "https://x/j", jwks_file: j.json}]}`,
+			`authentication.jwt[0].jwks_file: only one of jwks_uri and jwks_file`},
+		{"jwks none", listener + `authentication: {jwt: [{name: corp, issuer: i, audiences: [g]}]}`,
+			`authentication.jwt[0].jwks_uri: required (or give jwks_file)`},
+		{"jwks over plain http", listener + `authentication: {jwt: [{name: corp, issuer: i, audiences: [g], jwks_uri: "http://id.example/jwks"}]}`,
+			`authentication.jwt[0].jwks_uri: want https (http only to a loopback host)`},
+		{"HMAC algorithm", listener + `authentication: {jwt: [{name: corp, issuer: i, audiences: [g], jwks_uri: "https://x/j", algorithms: [HS256]}]}`,
+			`authentication.jwt[0].algorithms[0]`},
+		{"duplicate credential name", listener + jwt[:len(jwt)-2] + `, api_keys: [{name: corp, keys_file: k.yaml}]}`,
+			`authentication.api_keys[0].name: duplicate credential name "corp"`},
+		{"reserved name", listener + `authentication: {api_keys: [{name: mtls, keys_file: k.yaml}]}`,
+			`authentication.api_keys[0].name: "mtls" is reserved`},
+		{"api keys without keys", listener + `authentication: {api_keys: [{name: p}]}`,
+			`authentication.api_keys[0].keys_file: required (or give keys)`},
+		{"trusted proxies", listener + `authentication: {trusted_proxies: ["10.0.0.0/8"]}`,
+			`authentication.trusted_proxies[0]: trusted proxies are not supported yet`},
+		{"inline key", `listeners: [{name: edge, address: "127.0.0.1:8080", tls: {cert_file: c.pem, key_file: "-----BEGIN PRIVATE KEY-----\nMII"}}]`,
+			`listeners[0].tls.key_file: give a file path or ${ENV_VAR}, never the certificate or key inline`},
+		{"client auth without CA", `listeners: [{name: edge, address: "127.0.0.1:8080", tls: {cert_file: c.pem, key_file: k.pem, client_auth: REQUIRE_AND_VERIFY}}]`,
+			`listeners[0].tls.client_ca_file: required with client_auth REQUIRE_AND_VERIFY`},
+		{"CA without client auth", `listeners: [{name: edge, address: "127.0.0.1:8080", tls: {cert_file: c.pem, key_file: k.pem, client_ca_file: ca.pem}}]`,
+			`listeners[0].tls.client_auth: client_ca_file is given but client certificates are not asked for`},
+		{"backend TLS needs a server name", listener + `backends: [{name: c, endpoints: ["a.internal:1", "b.internal:1"], tls: {ca_file: ca.pem}}]`,
+			`backends[0].tls.server_name: required when the endpoints have different hosts`},
+		{"backend client cert without key", listener + `backends: [{name: c, endpoints: ["a.internal:1"], tls: {client_cert_file: c.pem}}]`,
+			`backends[0].tls.client_cert_file: give both`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			yaml := tt.yaml
+			if !strings.Contains(yaml, "backends:") {
+				yaml = authBase + yaml
+			}
+			_, err := config.Parse("test.yaml", []byte(yaml))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("got %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestCheckAuthValid(t *testing.T) {
+	yaml := authBase + `
+listeners:
+  - name: edge
+    address: "0.0.0.0:8443"
+    tls: { cert_file: "${EDGE_CERT}", key_file: tls/edge.key, client_ca_file: tls/clients.pem, client_auth: VERIFY_IF_GIVEN }
+authentication:
+  jwt:
+    - name: corp
+      issuer: "https://id.example.com/"
+      audiences: ["gatehouse"]
+      jwks_uri: "https://id.example.com/.well-known/jwks.json"
+    - { name: local, issuer: "https://local/", audiences: [g], jwks_uri: "http://127.0.0.1:9000/jwks", from: { query: access_token } }
+  api_keys:
+    - name: partners
+      keys_file: "secrets/api-keys.yaml"
+      header: "x-api-key"
+routes:
+  - name: orders
+    match: { service: "shop.orders.v1.Orders" }
+    backend: b
+    auth:
+      require: ["corp", "partners", "mtls"]
+      rules: ['"orders:read" in claims.scope.split(" ")']
+      forward_token: true
+      forward_claims: [scope]
+`
+	if _, err := config.Parse("test.yaml", []byte(yaml)); err != nil {
+		t.Fatal(err)
+	}
+}
