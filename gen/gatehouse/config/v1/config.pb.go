@@ -1355,7 +1355,8 @@ type ListenerTls struct {
 	CertFile string `protobuf:"bytes,1,opt,name=cert_file,json=certFile,proto3" json:"cert_file,omitempty"`
 	// The private key, PEM.
 	KeyFile string `protobuf:"bytes,2,opt,name=key_file,json=keyFile,proto3" json:"key_file,omitempty"`
-	// CA bundle for client certificates (mTLS).
+	// CA bundle for client certificates (mTLS); required when client_auth
+	// asks for certificates.
 	ClientCaFile string `protobuf:"bytes,3,opt,name=client_ca_file,json=clientCaFile,proto3" json:"client_ca_file,omitempty"`
 	// "NO_CLIENT_CERT" (default), "VERIFY_IF_GIVEN" or
 	// "REQUIRE_AND_VERIFY".
