@@ -162,7 +162,7 @@ func renamedShelfFile() *descriptorpb.FileDescriptorProto {
 // examples.shelfrt.v1) with server reflection, on addr ("127.0.0.1:0" for
 // a free port). It returns the address and a stop function, also called
 // when the test ends.
-func startShelfBackend(t *testing.T, addr string, renamed bool, register ...func(*grpc.Server)) (string, func()) {
+func startShelfBackend(t testing.TB, addr string, renamed bool, register ...func(*grpc.Server)) (string, func()) {
 	t.Helper()
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
