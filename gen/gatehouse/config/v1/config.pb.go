@@ -200,8 +200,13 @@ type Authentication struct {
 	// Proxies whose x-forwarded-for is trusted (CIDRs); other clients'
 	// x-forwarded-for is replaced by their own address. Default none.
 	TrustedProxies []string `protobuf:"bytes,4,rep,name=trusted_proxies,json=trustedProxies,proto3" json:"trusted_proxies,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// The metadata the gateway sets for backends about the verified caller.
+	Identity *IdentityHeaders `protobuf:"bytes,5,opt,name=identity,proto3" json:"identity,omitempty"`
+	// A short-lived JWT the gateway signs for each call, so that backends
+	// verify one issuer whatever the caller presented. Off when absent.
+	InternalJwt   *InternalJwt `protobuf:"bytes,6,opt,name=internal_jwt,json=internalJwt,proto3" json:"internal_jwt,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Authentication) Reset() {
@@ -262,6 +267,179 @@ func (x *Authentication) GetTrustedProxies() []string {
 	return nil
 }
 
+func (x *Authentication) GetIdentity() *IdentityHeaders {
+	if x != nil {
+		return x.Identity
+	}
+	return nil
+}
+
+func (x *Authentication) GetInternalJwt() *InternalJwt {
+	if x != nil {
+		return x.InternalJwt
+	}
+	return nil
+}
+
+// IdentityHeaders names the metadata keys that carry the verified caller to
+// backends. Inbound keys with these names are always removed first.
+type IdentityHeaders struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The caller's subject. Default "x-gatehouse-subject".
+	SubjectHeader string `protobuf:"bytes,1,opt,name=subject_header,json=subjectHeader,proto3" json:"subject_header,omitempty"`
+	// How the caller authenticated, e.g. "jwt:corp". Default
+	// "x-gatehouse-credential".
+	CredentialHeader string `protobuf:"bytes,2,opt,name=credential_header,json=credentialHeader,proto3" json:"credential_header,omitempty"`
+	// The prefix of forwarded claims: claim "tier" goes as
+	// "<prefix>tier". Default "x-gatehouse-claims-".
+	ClaimsPrefix  string `protobuf:"bytes,3,opt,name=claims_prefix,json=claimsPrefix,proto3" json:"claims_prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *IdentityHeaders) Reset() {
+	*x = IdentityHeaders{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *IdentityHeaders) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*IdentityHeaders) ProtoMessage() {}
+
+func (x *IdentityHeaders) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use IdentityHeaders.ProtoReflect.Descriptor instead.
+func (*IdentityHeaders) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *IdentityHeaders) GetSubjectHeader() string {
+	if x != nil {
+		return x.SubjectHeader
+	}
+	return ""
+}
+
+func (x *IdentityHeaders) GetCredentialHeader() string {
+	if x != nil {
+		return x.CredentialHeader
+	}
+	return ""
+}
+
+func (x *IdentityHeaders) GetClaimsPrefix() string {
+	if x != nil {
+		return x.ClaimsPrefix
+	}
+	return ""
+}
+
+// InternalJwt is the token the gateway mints for backends.
+type InternalJwt struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The signing key, PEM (RSA, ECDSA or Ed25519): a file path.
+	SigningKeyFile string `protobuf:"bytes,1,opt,name=signing_key_file,json=signingKeyFile,proto3" json:"signing_key_file,omitempty"`
+	// The key id written in the token header.
+	KeyId string `protobuf:"bytes,2,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// The iss claim. Default "gatehouse".
+	Issuer string `protobuf:"bytes,3,opt,name=issuer,proto3" json:"issuer,omitempty"`
+	// The aud claim.
+	Audience string `protobuf:"bytes,4,opt,name=audience,proto3" json:"audience,omitempty"`
+	// How long a minted token is valid. Default 60s.
+	Lifetime *durationpb.Duration `protobuf:"bytes,5,opt,name=lifetime,proto3" json:"lifetime,omitempty"`
+	// The metadata key that carries it, as "Bearer <token>". Default
+	// "x-gatehouse-jwt".
+	Header        string `protobuf:"bytes,6,opt,name=header,proto3" json:"header,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *InternalJwt) Reset() {
+	*x = InternalJwt{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *InternalJwt) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*InternalJwt) ProtoMessage() {}
+
+func (x *InternalJwt) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use InternalJwt.ProtoReflect.Descriptor instead.
+func (*InternalJwt) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *InternalJwt) GetSigningKeyFile() string {
+	if x != nil {
+		return x.SigningKeyFile
+	}
+	return ""
+}
+
+func (x *InternalJwt) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *InternalJwt) GetIssuer() string {
+	if x != nil {
+		return x.Issuer
+	}
+	return ""
+}
+
+func (x *InternalJwt) GetAudience() string {
+	if x != nil {
+		return x.Audience
+	}
+	return ""
+}
+
+func (x *InternalJwt) GetLifetime() *durationpb.Duration {
+	if x != nil {
+		return x.Lifetime
+	}
+	return nil
+}
+
+func (x *InternalJwt) GetHeader() string {
+	if x != nil {
+		return x.Header
+	}
+	return ""
+}
+
 // JwtProvider checks bearer JWTs from one issuer.
 type JwtProvider struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -291,7 +469,7 @@ type JwtProvider struct {
 
 func (x *JwtProvider) Reset() {
 	*x = JwtProvider{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -303,7 +481,7 @@ func (x *JwtProvider) String() string {
 func (*JwtProvider) ProtoMessage() {}
 
 func (x *JwtProvider) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[2]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -316,7 +494,7 @@ func (x *JwtProvider) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use JwtProvider.ProtoReflect.Descriptor instead.
 func (*JwtProvider) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{2}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *JwtProvider) GetName() string {
@@ -390,7 +568,7 @@ type TokenSource struct {
 
 func (x *TokenSource) Reset() {
 	*x = TokenSource{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +580,7 @@ func (x *TokenSource) String() string {
 func (*TokenSource) ProtoMessage() {}
 
 func (x *TokenSource) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[3]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +593,7 @@ func (x *TokenSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use TokenSource.ProtoReflect.Descriptor instead.
 func (*TokenSource) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{3}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *TokenSource) GetHeader() string {
@@ -450,7 +628,7 @@ type ApiKeySet struct {
 
 func (x *ApiKeySet) Reset() {
 	*x = ApiKeySet{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -462,7 +640,7 @@ func (x *ApiKeySet) String() string {
 func (*ApiKeySet) ProtoMessage() {}
 
 func (x *ApiKeySet) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[4]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -475,7 +653,7 @@ func (x *ApiKeySet) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKeySet.ProtoReflect.Descriptor instead.
 func (*ApiKeySet) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{4}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ApiKeySet) GetName() string {
@@ -521,7 +699,7 @@ type ApiKey struct {
 
 func (x *ApiKey) Reset() {
 	*x = ApiKey{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -533,7 +711,7 @@ func (x *ApiKey) String() string {
 func (*ApiKey) ProtoMessage() {}
 
 func (x *ApiKey) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[5]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -546,7 +724,7 @@ func (x *ApiKey) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ApiKey.ProtoReflect.Descriptor instead.
 func (*ApiKey) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{5}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *ApiKey) GetId() string {
@@ -595,7 +773,7 @@ type Rest struct {
 
 func (x *Rest) Reset() {
 	*x = Rest{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -607,7 +785,7 @@ func (x *Rest) String() string {
 func (*Rest) ProtoMessage() {}
 
 func (x *Rest) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[6]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -620,7 +798,7 @@ func (x *Rest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rest.ProtoReflect.Descriptor instead.
 func (*Rest) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{6}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Rest) GetEmitUnpopulated() bool {
@@ -677,7 +855,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -689,7 +867,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[7]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -702,7 +880,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{7}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *Quota) GetStore() *QuotaStore {
@@ -737,7 +915,7 @@ type QuotaStore struct {
 
 func (x *QuotaStore) Reset() {
 	*x = QuotaStore{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -749,7 +927,7 @@ func (x *QuotaStore) String() string {
 func (*QuotaStore) ProtoMessage() {}
 
 func (x *QuotaStore) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[8]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -762,7 +940,7 @@ func (x *QuotaStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaStore.ProtoReflect.Descriptor instead.
 func (*QuotaStore) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{8}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *QuotaStore) GetRedis() *RedisStore {
@@ -800,7 +978,7 @@ type RedisStore struct {
 
 func (x *RedisStore) Reset() {
 	*x = RedisStore{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -812,7 +990,7 @@ func (x *RedisStore) String() string {
 func (*RedisStore) ProtoMessage() {}
 
 func (x *RedisStore) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -825,7 +1003,7 @@ func (x *RedisStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedisStore.ProtoReflect.Descriptor instead.
 func (*RedisStore) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *RedisStore) GetAddresses() []string {
@@ -914,7 +1092,7 @@ type QuotaPolicy struct {
 
 func (x *QuotaPolicy) Reset() {
 	*x = QuotaPolicy{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -926,7 +1104,7 @@ func (x *QuotaPolicy) String() string {
 func (*QuotaPolicy) ProtoMessage() {}
 
 func (x *QuotaPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -939,7 +1117,7 @@ func (x *QuotaPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaPolicy.ProtoReflect.Descriptor instead.
 func (*QuotaPolicy) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *QuotaPolicy) GetName() string {
@@ -1014,7 +1192,7 @@ type Rate struct {
 
 func (x *Rate) Reset() {
 	*x = Rate{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1026,7 +1204,7 @@ func (x *Rate) String() string {
 func (*Rate) ProtoMessage() {}
 
 func (x *Rate) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1039,7 +1217,7 @@ func (x *Rate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rate.ProtoReflect.Descriptor instead.
 func (*Rate) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *Rate) GetRequests() uint32 {
@@ -1076,7 +1254,7 @@ type QuotaLimit struct {
 
 func (x *QuotaLimit) Reset() {
 	*x = QuotaLimit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1088,7 +1266,7 @@ func (x *QuotaLimit) String() string {
 func (*QuotaLimit) ProtoMessage() {}
 
 func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1101,7 +1279,7 @@ func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaLimit.ProtoReflect.Descriptor instead.
 func (*QuotaLimit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *QuotaLimit) GetRequests() uint64 {
@@ -1153,7 +1331,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1165,7 +1343,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1178,7 +1356,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *Listener) GetName() string {
@@ -1271,7 +1449,7 @@ type Cors struct {
 
 func (x *Cors) Reset() {
 	*x = Cors{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1283,7 +1461,7 @@ func (x *Cors) String() string {
 func (*Cors) ProtoMessage() {}
 
 func (x *Cors) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1296,7 +1474,7 @@ func (x *Cors) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cors.ProtoReflect.Descriptor instead.
 func (*Cors) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Cors) GetAllowedOrigins() []string {
@@ -1369,7 +1547,7 @@ type ListenerTls struct {
 
 func (x *ListenerTls) Reset() {
 	*x = ListenerTls{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1381,7 +1559,7 @@ func (x *ListenerTls) String() string {
 func (*ListenerTls) ProtoMessage() {}
 
 func (x *ListenerTls) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1394,7 +1572,7 @@ func (x *ListenerTls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerTls.ProtoReflect.Descriptor instead.
 func (*ListenerTls) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *ListenerTls) GetCertFile() string {
@@ -1446,7 +1624,7 @@ type Admin struct {
 
 func (x *Admin) Reset() {
 	*x = Admin{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1458,7 +1636,7 @@ func (x *Admin) String() string {
 func (*Admin) ProtoMessage() {}
 
 func (x *Admin) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1471,7 +1649,7 @@ func (x *Admin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admin.ProtoReflect.Descriptor instead.
 func (*Admin) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *Admin) GetAddress() string {
@@ -1518,7 +1696,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1530,7 +1708,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1543,7 +1721,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Limits) GetMaxConcurrentStreams() uint32 {
@@ -1616,7 +1794,7 @@ type Keepalive struct {
 
 func (x *Keepalive) Reset() {
 	*x = Keepalive{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1628,7 +1806,7 @@ func (x *Keepalive) String() string {
 func (*Keepalive) ProtoMessage() {}
 
 func (x *Keepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1641,7 +1819,7 @@ func (x *Keepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keepalive.ProtoReflect.Descriptor instead.
 func (*Keepalive) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Keepalive) GetMinPingInterval() *durationpb.Duration {
@@ -1714,7 +1892,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1726,7 +1904,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1739,7 +1917,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Backend) GetName() string {
@@ -1838,7 +2016,7 @@ type BackendTls struct {
 
 func (x *BackendTls) Reset() {
 	*x = BackendTls{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1850,7 +2028,7 @@ func (x *BackendTls) String() string {
 func (*BackendTls) ProtoMessage() {}
 
 func (x *BackendTls) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1863,7 +2041,7 @@ func (x *BackendTls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendTls.ProtoReflect.Descriptor instead.
 func (*BackendTls) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *BackendTls) GetCaFile() string {
@@ -1912,7 +2090,7 @@ type Schema struct {
 
 func (x *Schema) Reset() {
 	*x = Schema{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1924,7 +2102,7 @@ func (x *Schema) String() string {
 func (*Schema) ProtoMessage() {}
 
 func (x *Schema) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1937,7 +2115,7 @@ func (x *Schema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schema.ProtoReflect.Descriptor instead.
 func (*Schema) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Schema) GetReflection() *ReflectionSource {
@@ -1972,7 +2150,7 @@ type ReflectionSource struct {
 
 func (x *ReflectionSource) Reset() {
 	*x = ReflectionSource{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1984,7 +2162,7 @@ func (x *ReflectionSource) String() string {
 func (*ReflectionSource) ProtoMessage() {}
 
 func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1997,7 +2175,7 @@ func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReflectionSource.ProtoReflect.Descriptor instead.
 func (*ReflectionSource) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *ReflectionSource) GetRefreshInterval() *durationpb.Duration {
@@ -2027,7 +2205,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2039,7 +2217,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2052,7 +2230,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *HealthCheck) GetInterval() *durationpb.Duration {
@@ -2119,7 +2297,7 @@ type CircuitBreaker struct {
 
 func (x *CircuitBreaker) Reset() {
 	*x = CircuitBreaker{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2131,7 +2309,7 @@ func (x *CircuitBreaker) String() string {
 func (*CircuitBreaker) ProtoMessage() {}
 
 func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2144,7 +2322,7 @@ func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
 func (*CircuitBreaker) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *CircuitBreaker) GetMaxConcurrent() uint32 {
@@ -2207,7 +2385,8 @@ type OutlierDetection struct {
 	// At most this percentage of the backend's endpoints are ejected at once.
 	// Default 50.
 	MaxEjectionPercent *uint32 `protobuf:"varint,3,opt,name=max_ejection_percent,json=maxEjectionPercent,proto3,oneof" json:"max_ejection_percent,omitempty"`
-	// How often ejections are evaluated. Default 1s.
+	// Reserved for periodic evaluation; ejection is decided on each call's
+	// result, so this has no effect today.
 	Interval      *durationpb.Duration `protobuf:"bytes,4,opt,name=interval,proto3" json:"interval,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2215,7 +2394,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2227,7 +2406,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2240,7 +2419,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *OutlierDetection) GetConsecutiveFailures() uint32 {
@@ -2324,7 +2503,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2336,7 +2515,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2349,7 +2528,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Route) GetName() string {
@@ -2478,7 +2657,7 @@ type RouteAuth struct {
 
 func (x *RouteAuth) Reset() {
 	*x = RouteAuth{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2490,7 +2669,7 @@ func (x *RouteAuth) String() string {
 func (*RouteAuth) ProtoMessage() {}
 
 func (x *RouteAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2503,7 +2682,7 @@ func (x *RouteAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAuth.ProtoReflect.Descriptor instead.
 func (*RouteAuth) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *RouteAuth) GetRequire() []string {
@@ -2547,7 +2726,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2559,7 +2738,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2572,7 +2751,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *WeightedBackend) GetBackend() string {
@@ -2602,7 +2781,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2614,7 +2793,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2627,7 +2806,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *Mirror) GetBackend() string {
@@ -2660,7 +2839,7 @@ type MetadataActions struct {
 
 func (x *MetadataActions) Reset() {
 	*x = MetadataActions{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2672,7 +2851,7 @@ func (x *MetadataActions) String() string {
 func (*MetadataActions) ProtoMessage() {}
 
 func (x *MetadataActions) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2685,7 +2864,7 @@ func (x *MetadataActions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataActions.ProtoReflect.Descriptor instead.
 func (*MetadataActions) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *MetadataActions) GetRemove() []string {
@@ -2722,7 +2901,7 @@ type MetadataValue struct {
 
 func (x *MetadataValue) Reset() {
 	*x = MetadataValue{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2734,7 +2913,7 @@ func (x *MetadataValue) String() string {
 func (*MetadataValue) ProtoMessage() {}
 
 func (x *MetadataValue) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2747,7 +2926,7 @@ func (x *MetadataValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataValue.ProtoReflect.Descriptor instead.
 func (*MetadataValue) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MetadataValue) GetName() string {
@@ -2780,7 +2959,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2792,7 +2971,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2805,7 +2984,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *Rewrite) GetService() string {
@@ -2836,7 +3015,7 @@ type DirectResponse struct {
 
 func (x *DirectResponse) Reset() {
 	*x = DirectResponse{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2848,7 +3027,7 @@ func (x *DirectResponse) String() string {
 func (*DirectResponse) ProtoMessage() {}
 
 func (x *DirectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2861,7 +3040,7 @@ func (x *DirectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
 func (*DirectResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *DirectResponse) GetCode() string {
@@ -2885,8 +3064,9 @@ type Timeout struct {
 	// applies).
 	Default *durationpb.Duration `protobuf:"bytes,1,opt,name=default,proto3" json:"default,omitempty"`
 	// The longest deadline a call may have: the effective deadline is the
-	// smaller of the client's and this. Default 60s for unary calls; streams
-	// are bounded by idle instead unless max is set.
+	// smaller of the client's and this. Default: none (the gateway cannot tell
+	// a unary call from a stream by its frames, so set max on unary routes;
+	// streams are better bounded by idle).
 	Max *durationpb.Duration `protobuf:"bytes,2,opt,name=max,proto3" json:"max,omitempty"`
 	// For streaming calls: the call ends with DEADLINE_EXCEEDED after this
 	// long with no message either way. Default: none.
@@ -2897,7 +3077,7 @@ type Timeout struct {
 
 func (x *Timeout) Reset() {
 	*x = Timeout{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3089,7 @@ func (x *Timeout) String() string {
 func (*Timeout) ProtoMessage() {}
 
 func (x *Timeout) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3102,7 @@ func (x *Timeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeout.ProtoReflect.Descriptor instead.
 func (*Timeout) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Timeout) GetDefault() *durationpb.Duration {
@@ -2972,7 +3152,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2984,7 +3164,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2997,7 +3177,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -3042,7 +3222,8 @@ func (x *Retry) GetBufferBytes() uint32 {
 	return 0
 }
 
-// Backoff is exponential backoff with full jitter.
+// Backoff is exponential backoff with jitter (grpc-go's: each delay is
+// randomised by ±20%).
 type Backoff struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// The first delay. Default 25ms.
@@ -3055,7 +3236,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3067,7 +3248,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3080,7 +3261,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Backoff) GetBase() *durationpb.Duration {
@@ -3140,7 +3321,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3152,7 +3333,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3165,7 +3346,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Match) GetMethod() string {
@@ -3263,7 +3444,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3275,7 +3456,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3288,7 +3469,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *PathMatch) GetKind() isPathMatch_Kind {
@@ -3377,7 +3558,7 @@ type MetadataMatch struct {
 
 func (x *MetadataMatch) Reset() {
 	*x = MetadataMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3389,7 +3570,7 @@ func (x *MetadataMatch) String() string {
 func (*MetadataMatch) ProtoMessage() {}
 
 func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3402,7 +3583,7 @@ func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatch.ProtoReflect.Descriptor instead.
 func (*MetadataMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *MetadataMatch) GetName() string {
@@ -3538,7 +3719,7 @@ type Logging struct {
 
 func (x *Logging) Reset() {
 	*x = Logging{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3550,7 +3731,7 @@ func (x *Logging) String() string {
 func (*Logging) ProtoMessage() {}
 
 func (x *Logging) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3563,7 +3744,7 @@ func (x *Logging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logging.ProtoReflect.Descriptor instead.
 func (*Logging) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *Logging) GetLevel() string {
@@ -3589,7 +3770,7 @@ type Telemetry struct {
 
 func (x *Telemetry) Reset() {
 	*x = Telemetry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3601,7 +3782,7 @@ func (x *Telemetry) String() string {
 func (*Telemetry) ProtoMessage() {}
 
 func (x *Telemetry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3614,7 +3795,7 @@ func (x *Telemetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
 func (*Telemetry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Telemetry) GetTracing() *Tracing {
@@ -3657,7 +3838,7 @@ type Tracing struct {
 
 func (x *Tracing) Reset() {
 	*x = Tracing{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3669,7 +3850,7 @@ func (x *Tracing) String() string {
 func (*Tracing) ProtoMessage() {}
 
 func (x *Tracing) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3682,7 +3863,7 @@ func (x *Tracing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
 func (*Tracing) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Tracing) GetOtlp() *Otlp {
@@ -3728,7 +3909,7 @@ type Otlp struct {
 
 func (x *Otlp) Reset() {
 	*x = Otlp{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3740,7 +3921,7 @@ func (x *Otlp) String() string {
 func (*Otlp) ProtoMessage() {}
 
 func (x *Otlp) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3753,7 +3934,7 @@ func (x *Otlp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Otlp.ProtoReflect.Descriptor instead.
 func (*Otlp) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Otlp) GetEndpoint() string {
@@ -3798,7 +3979,7 @@ type AccessLog struct {
 
 func (x *AccessLog) Reset() {
 	*x = AccessLog{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3810,7 +3991,7 @@ func (x *AccessLog) String() string {
 func (*AccessLog) ProtoMessage() {}
 
 func (x *AccessLog) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3823,7 +4004,7 @@ func (x *AccessLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
 func (*AccessLog) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *AccessLog) GetDisabled() bool {
@@ -3872,7 +4053,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3884,7 +4065,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3897,7 +4078,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Metrics) GetDisabled() bool {
@@ -3935,7 +4116,7 @@ type Audit struct {
 
 func (x *Audit) Reset() {
 	*x = Audit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3947,7 +4128,7 @@ func (x *Audit) String() string {
 func (*Audit) ProtoMessage() {}
 
 func (x *Audit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3960,7 +4141,7 @@ func (x *Audit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Audit.ProtoReflect.Descriptor instead.
 func (*Audit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Audit) GetFile() string {
@@ -4018,7 +4199,7 @@ type AuditCapture struct {
 
 func (x *AuditCapture) Reset() {
 	*x = AuditCapture{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4030,7 +4211,7 @@ func (x *AuditCapture) String() string {
 func (*AuditCapture) ProtoMessage() {}
 
 func (x *AuditCapture) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4043,7 +4224,7 @@ func (x *AuditCapture) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCapture.ProtoReflect.Descriptor instead.
 func (*AuditCapture) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{47}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *AuditCapture) GetRoute() string {
@@ -4081,14 +4262,27 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x0eauthentication\x18\v \x01(\v2#.gatehouse.config.v1.AuthenticationR\x0eauthentication\x12I\n" +
 	"\vdrain_delay\x18\f \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
 	"\xaa\x01\a\"\x03\b\xac\x022\x00R\n" +
-	"drainDelay\"\xf1\x01\n" +
+	"drainDelay\"\xf8\x02\n" +
 	"\x0eAuthentication\x122\n" +
 	"\x03jwt\x18\x01 \x03(\v2 .gatehouse.config.v1.JwtProviderR\x03jwt\x129\n" +
 	"\bapi_keys\x18\x02 \x03(\v2\x1e.gatehouse.config.v1.ApiKeySetR\aapiKeys\x12G\n" +
 	"\n" +
 	"clock_skew\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\r\xbaH\n" +
 	"\xaa\x01\a\"\x03\b\xd8\x042\x00R\tclockSkew\x12'\n" +
-	"\x0ftrusted_proxies\x18\x04 \x03(\tR\x0etrustedProxies\"\xd8\x03\n" +
+	"\x0ftrusted_proxies\x18\x04 \x03(\tR\x0etrustedProxies\x12@\n" +
+	"\bidentity\x18\x05 \x01(\v2$.gatehouse.config.v1.IdentityHeadersR\bidentity\x12C\n" +
+	"\finternal_jwt\x18\x06 \x01(\v2 .gatehouse.config.v1.InternalJwtR\vinternalJwt\"\xd8\x01\n" +
+	"\x0fIdentityHeaders\x12?\n" +
+	"\x0esubject_header\x18\x01 \x01(\tB\x18\xbaH\x15r\x132\x11^([a-z0-9_.-]+)?$R\rsubjectHeader\x12E\n" +
+	"\x11credential_header\x18\x02 \x01(\tB\x18\xbaH\x15r\x132\x11^([a-z0-9_.-]+)?$R\x10credentialHeader\x12=\n" +
+	"\rclaims_prefix\x18\x03 \x01(\tB\x18\xbaH\x15r\x132\x11^([a-z0-9_.-]+)?$R\fclaimsPrefix\"\x85\x02\n" +
+	"\vInternalJwt\x121\n" +
+	"\x10signing_key_file\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x0esigningKeyFile\x12\x15\n" +
+	"\x06key_id\x18\x02 \x01(\tR\x05keyId\x12\x16\n" +
+	"\x06issuer\x18\x03 \x01(\tR\x06issuer\x12\x1a\n" +
+	"\baudience\x18\x04 \x01(\tR\baudience\x12F\n" +
+	"\blifetime\x18\x05 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\blifetime\x120\n" +
+	"\x06header\x18\x06 \x01(\tB\x18\xbaH\x15r\x132\x11^([a-z0-9_.-]+)?$R\x06header\"\xd8\x03\n" +
 	"\vJwtProvider\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12\x1f\n" +
 	"\x06issuer\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\x06issuer\x12&\n" +
@@ -4414,146 +4608,151 @@ func file_gatehouse_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_gatehouse_config_v1_config_proto_rawDescData
 }
 
-var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 50)
+var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
 var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Config)(nil),              // 0: gatehouse.config.v1.Config
 	(*Authentication)(nil),      // 1: gatehouse.config.v1.Authentication
-	(*JwtProvider)(nil),         // 2: gatehouse.config.v1.JwtProvider
-	(*TokenSource)(nil),         // 3: gatehouse.config.v1.TokenSource
-	(*ApiKeySet)(nil),           // 4: gatehouse.config.v1.ApiKeySet
-	(*ApiKey)(nil),              // 5: gatehouse.config.v1.ApiKey
-	(*Rest)(nil),                // 6: gatehouse.config.v1.Rest
-	(*Quota)(nil),               // 7: gatehouse.config.v1.Quota
-	(*QuotaStore)(nil),          // 8: gatehouse.config.v1.QuotaStore
-	(*RedisStore)(nil),          // 9: gatehouse.config.v1.RedisStore
-	(*QuotaPolicy)(nil),         // 10: gatehouse.config.v1.QuotaPolicy
-	(*Rate)(nil),                // 11: gatehouse.config.v1.Rate
-	(*QuotaLimit)(nil),          // 12: gatehouse.config.v1.QuotaLimit
-	(*Listener)(nil),            // 13: gatehouse.config.v1.Listener
-	(*Cors)(nil),                // 14: gatehouse.config.v1.Cors
-	(*ListenerTls)(nil),         // 15: gatehouse.config.v1.ListenerTls
-	(*Admin)(nil),               // 16: gatehouse.config.v1.Admin
-	(*Limits)(nil),              // 17: gatehouse.config.v1.Limits
-	(*Keepalive)(nil),           // 18: gatehouse.config.v1.Keepalive
-	(*Backend)(nil),             // 19: gatehouse.config.v1.Backend
-	(*BackendTls)(nil),          // 20: gatehouse.config.v1.BackendTls
-	(*Schema)(nil),              // 21: gatehouse.config.v1.Schema
-	(*ReflectionSource)(nil),    // 22: gatehouse.config.v1.ReflectionSource
-	(*HealthCheck)(nil),         // 23: gatehouse.config.v1.HealthCheck
-	(*CircuitBreaker)(nil),      // 24: gatehouse.config.v1.CircuitBreaker
-	(*OutlierDetection)(nil),    // 25: gatehouse.config.v1.OutlierDetection
-	(*Route)(nil),               // 26: gatehouse.config.v1.Route
-	(*RouteAuth)(nil),           // 27: gatehouse.config.v1.RouteAuth
-	(*WeightedBackend)(nil),     // 28: gatehouse.config.v1.WeightedBackend
-	(*Mirror)(nil),              // 29: gatehouse.config.v1.Mirror
-	(*MetadataActions)(nil),     // 30: gatehouse.config.v1.MetadataActions
-	(*MetadataValue)(nil),       // 31: gatehouse.config.v1.MetadataValue
-	(*Rewrite)(nil),             // 32: gatehouse.config.v1.Rewrite
-	(*DirectResponse)(nil),      // 33: gatehouse.config.v1.DirectResponse
-	(*Timeout)(nil),             // 34: gatehouse.config.v1.Timeout
-	(*Retry)(nil),               // 35: gatehouse.config.v1.Retry
-	(*Backoff)(nil),             // 36: gatehouse.config.v1.Backoff
-	(*Match)(nil),               // 37: gatehouse.config.v1.Match
-	(*PathMatch)(nil),           // 38: gatehouse.config.v1.PathMatch
-	(*MetadataMatch)(nil),       // 39: gatehouse.config.v1.MetadataMatch
-	(*Logging)(nil),             // 40: gatehouse.config.v1.Logging
-	(*Telemetry)(nil),           // 41: gatehouse.config.v1.Telemetry
-	(*Tracing)(nil),             // 42: gatehouse.config.v1.Tracing
-	(*Otlp)(nil),                // 43: gatehouse.config.v1.Otlp
-	(*AccessLog)(nil),           // 44: gatehouse.config.v1.AccessLog
-	(*Metrics)(nil),             // 45: gatehouse.config.v1.Metrics
-	(*Audit)(nil),               // 46: gatehouse.config.v1.Audit
-	(*AuditCapture)(nil),        // 47: gatehouse.config.v1.AuditCapture
-	nil,                         // 48: gatehouse.config.v1.ApiKey.LabelsEntry
-	nil,                         // 49: gatehouse.config.v1.Backend.EndpointWeightsEntry
-	(*durationpb.Duration)(nil), // 50: google.protobuf.Duration
+	(*IdentityHeaders)(nil),     // 2: gatehouse.config.v1.IdentityHeaders
+	(*InternalJwt)(nil),         // 3: gatehouse.config.v1.InternalJwt
+	(*JwtProvider)(nil),         // 4: gatehouse.config.v1.JwtProvider
+	(*TokenSource)(nil),         // 5: gatehouse.config.v1.TokenSource
+	(*ApiKeySet)(nil),           // 6: gatehouse.config.v1.ApiKeySet
+	(*ApiKey)(nil),              // 7: gatehouse.config.v1.ApiKey
+	(*Rest)(nil),                // 8: gatehouse.config.v1.Rest
+	(*Quota)(nil),               // 9: gatehouse.config.v1.Quota
+	(*QuotaStore)(nil),          // 10: gatehouse.config.v1.QuotaStore
+	(*RedisStore)(nil),          // 11: gatehouse.config.v1.RedisStore
+	(*QuotaPolicy)(nil),         // 12: gatehouse.config.v1.QuotaPolicy
+	(*Rate)(nil),                // 13: gatehouse.config.v1.Rate
+	(*QuotaLimit)(nil),          // 14: gatehouse.config.v1.QuotaLimit
+	(*Listener)(nil),            // 15: gatehouse.config.v1.Listener
+	(*Cors)(nil),                // 16: gatehouse.config.v1.Cors
+	(*ListenerTls)(nil),         // 17: gatehouse.config.v1.ListenerTls
+	(*Admin)(nil),               // 18: gatehouse.config.v1.Admin
+	(*Limits)(nil),              // 19: gatehouse.config.v1.Limits
+	(*Keepalive)(nil),           // 20: gatehouse.config.v1.Keepalive
+	(*Backend)(nil),             // 21: gatehouse.config.v1.Backend
+	(*BackendTls)(nil),          // 22: gatehouse.config.v1.BackendTls
+	(*Schema)(nil),              // 23: gatehouse.config.v1.Schema
+	(*ReflectionSource)(nil),    // 24: gatehouse.config.v1.ReflectionSource
+	(*HealthCheck)(nil),         // 25: gatehouse.config.v1.HealthCheck
+	(*CircuitBreaker)(nil),      // 26: gatehouse.config.v1.CircuitBreaker
+	(*OutlierDetection)(nil),    // 27: gatehouse.config.v1.OutlierDetection
+	(*Route)(nil),               // 28: gatehouse.config.v1.Route
+	(*RouteAuth)(nil),           // 29: gatehouse.config.v1.RouteAuth
+	(*WeightedBackend)(nil),     // 30: gatehouse.config.v1.WeightedBackend
+	(*Mirror)(nil),              // 31: gatehouse.config.v1.Mirror
+	(*MetadataActions)(nil),     // 32: gatehouse.config.v1.MetadataActions
+	(*MetadataValue)(nil),       // 33: gatehouse.config.v1.MetadataValue
+	(*Rewrite)(nil),             // 34: gatehouse.config.v1.Rewrite
+	(*DirectResponse)(nil),      // 35: gatehouse.config.v1.DirectResponse
+	(*Timeout)(nil),             // 36: gatehouse.config.v1.Timeout
+	(*Retry)(nil),               // 37: gatehouse.config.v1.Retry
+	(*Backoff)(nil),             // 38: gatehouse.config.v1.Backoff
+	(*Match)(nil),               // 39: gatehouse.config.v1.Match
+	(*PathMatch)(nil),           // 40: gatehouse.config.v1.PathMatch
+	(*MetadataMatch)(nil),       // 41: gatehouse.config.v1.MetadataMatch
+	(*Logging)(nil),             // 42: gatehouse.config.v1.Logging
+	(*Telemetry)(nil),           // 43: gatehouse.config.v1.Telemetry
+	(*Tracing)(nil),             // 44: gatehouse.config.v1.Tracing
+	(*Otlp)(nil),                // 45: gatehouse.config.v1.Otlp
+	(*AccessLog)(nil),           // 46: gatehouse.config.v1.AccessLog
+	(*Metrics)(nil),             // 47: gatehouse.config.v1.Metrics
+	(*Audit)(nil),               // 48: gatehouse.config.v1.Audit
+	(*AuditCapture)(nil),        // 49: gatehouse.config.v1.AuditCapture
+	nil,                         // 50: gatehouse.config.v1.ApiKey.LabelsEntry
+	nil,                         // 51: gatehouse.config.v1.Backend.EndpointWeightsEntry
+	(*durationpb.Duration)(nil), // 52: google.protobuf.Duration
 }
 var file_gatehouse_config_v1_config_proto_depIdxs = []int32{
-	13, // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
-	16, // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
-	19, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
-	26, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
-	40, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
-	50, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
-	41, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
-	46, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
-	6,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
-	7,  // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
+	15, // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
+	18, // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
+	21, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
+	28, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
+	42, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
+	52, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
+	43, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
+	48, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
+	8,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
+	9,  // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
 	1,  // 10: gatehouse.config.v1.Config.authentication:type_name -> gatehouse.config.v1.Authentication
-	50, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
-	2,  // 12: gatehouse.config.v1.Authentication.jwt:type_name -> gatehouse.config.v1.JwtProvider
-	4,  // 13: gatehouse.config.v1.Authentication.api_keys:type_name -> gatehouse.config.v1.ApiKeySet
-	50, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
-	50, // 15: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
-	3,  // 16: gatehouse.config.v1.JwtProvider.from:type_name -> gatehouse.config.v1.TokenSource
-	5,  // 17: gatehouse.config.v1.ApiKeySet.keys:type_name -> gatehouse.config.v1.ApiKey
-	48, // 18: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
-	8,  // 19: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
-	10, // 20: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
-	9,  // 21: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
-	50, // 22: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
-	11, // 23: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
-	12, // 24: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
-	50, // 25: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
-	17, // 26: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
-	15, // 27: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
-	14, // 28: gatehouse.config.v1.Listener.cors:type_name -> gatehouse.config.v1.Cors
-	50, // 29: gatehouse.config.v1.Cors.max_age:type_name -> google.protobuf.Duration
-	50, // 30: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
-	50, // 31: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	18, // 32: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
-	50, // 33: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
-	50, // 34: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
-	50, // 35: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
-	50, // 36: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
-	49, // 37: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
-	23, // 38: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
-	24, // 39: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
-	25, // 40: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
-	20, // 41: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
-	21, // 42: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
-	22, // 43: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
-	50, // 44: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
-	50, // 45: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	50, // 46: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	50, // 47: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
-	50, // 48: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
-	50, // 49: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	37, // 50: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
-	28, // 51: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
-	29, // 52: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
-	30, // 53: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
-	32, // 54: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
-	33, // 55: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
-	34, // 56: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
-	35, // 57: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
-	27, // 58: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
-	14, // 59: gatehouse.config.v1.Route.cors:type_name -> gatehouse.config.v1.Cors
-	31, // 60: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
-	31, // 61: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
-	50, // 62: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
-	50, // 63: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
-	50, // 64: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
-	36, // 65: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
-	50, // 66: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
-	50, // 67: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
-	50, // 68: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
-	39, // 69: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
-	39, // 70: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
-	39, // 71: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
-	38, // 72: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
-	39, // 73: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
-	42, // 74: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
-	44, // 75: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
-	45, // 76: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
-	43, // 77: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
-	50, // 78: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
-	47, // 79: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
-	80, // [80:80] is the sub-list for method output_type
-	80, // [80:80] is the sub-list for method input_type
-	80, // [80:80] is the sub-list for extension type_name
-	80, // [80:80] is the sub-list for extension extendee
-	0,  // [0:80] is the sub-list for field type_name
+	52, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
+	4,  // 12: gatehouse.config.v1.Authentication.jwt:type_name -> gatehouse.config.v1.JwtProvider
+	6,  // 13: gatehouse.config.v1.Authentication.api_keys:type_name -> gatehouse.config.v1.ApiKeySet
+	52, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
+	2,  // 15: gatehouse.config.v1.Authentication.identity:type_name -> gatehouse.config.v1.IdentityHeaders
+	3,  // 16: gatehouse.config.v1.Authentication.internal_jwt:type_name -> gatehouse.config.v1.InternalJwt
+	52, // 17: gatehouse.config.v1.InternalJwt.lifetime:type_name -> google.protobuf.Duration
+	52, // 18: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
+	5,  // 19: gatehouse.config.v1.JwtProvider.from:type_name -> gatehouse.config.v1.TokenSource
+	7,  // 20: gatehouse.config.v1.ApiKeySet.keys:type_name -> gatehouse.config.v1.ApiKey
+	50, // 21: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
+	10, // 22: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
+	12, // 23: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
+	11, // 24: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
+	52, // 25: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
+	13, // 26: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
+	14, // 27: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
+	52, // 28: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
+	19, // 29: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
+	17, // 30: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
+	16, // 31: gatehouse.config.v1.Listener.cors:type_name -> gatehouse.config.v1.Cors
+	52, // 32: gatehouse.config.v1.Cors.max_age:type_name -> google.protobuf.Duration
+	52, // 33: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
+	52, // 34: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	20, // 35: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
+	52, // 36: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
+	52, // 37: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
+	52, // 38: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
+	52, // 39: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
+	51, // 40: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
+	25, // 41: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
+	26, // 42: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
+	27, // 43: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
+	22, // 44: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
+	23, // 45: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
+	24, // 46: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
+	52, // 47: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
+	52, // 48: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	52, // 49: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	52, // 50: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
+	52, // 51: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
+	52, // 52: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	39, // 53: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
+	30, // 54: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
+	31, // 55: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
+	32, // 56: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
+	34, // 57: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
+	35, // 58: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
+	36, // 59: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
+	37, // 60: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
+	29, // 61: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
+	16, // 62: gatehouse.config.v1.Route.cors:type_name -> gatehouse.config.v1.Cors
+	33, // 63: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
+	33, // 64: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
+	52, // 65: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
+	52, // 66: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
+	52, // 67: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
+	38, // 68: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
+	52, // 69: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
+	52, // 70: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
+	52, // 71: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
+	41, // 72: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
+	41, // 73: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
+	41, // 74: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
+	40, // 75: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
+	41, // 76: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
+	44, // 77: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
+	46, // 78: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
+	47, // 79: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
+	45, // 80: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
+	52, // 81: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
+	49, // 82: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
+	83, // [83:83] is the sub-list for method output_type
+	83, // [83:83] is the sub-list for method input_type
+	83, // [83:83] is the sub-list for extension type_name
+	83, // [83:83] is the sub-list for extension extendee
+	0,  // [0:83] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_config_v1_config_proto_init() }
@@ -4561,17 +4760,17 @@ func file_gatehouse_config_v1_config_proto_init() {
 	if File_gatehouse_config_v1_config_proto != nil {
 		return
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[17].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[21].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[25].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[35].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[38].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[19].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[23].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[26].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[27].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[37].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[40].OneofWrappers = []any{
 		(*PathMatch_Exact)(nil),
 		(*PathMatch_Prefix)(nil),
 		(*PathMatch_Regex)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[39].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[41].OneofWrappers = []any{
 		(*MetadataMatch_Exact)(nil),
 		(*MetadataMatch_Prefix)(nil),
 		(*MetadataMatch_Suffix)(nil),
@@ -4579,16 +4778,16 @@ func file_gatehouse_config_v1_config_proto_init() {
 		(*MetadataMatch_Present)(nil),
 		(*MetadataMatch_Absent)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[42].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[43].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[44].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[45].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[46].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_config_v1_config_proto_rawDesc), len(file_gatehouse_config_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   50,
+			NumMessages:   52,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
