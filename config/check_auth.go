@@ -130,10 +130,9 @@ func (c checker) checkAuth(cfg *configv1.Config) {
 		p := path{}.field("authentication").field("trusted_proxies").index(i)
 		if _, err := netip.ParsePrefix(tp); err != nil {
 			c.errorf(p, "want a CIDR such as 10.0.0.0/8")
-			continue
 		}
-		c.errorf(p, "trusted proxies are not supported yet: the gateway trusts no x-forwarded-for hop (a call's source is its TCP peer)")
 	}
+	c.checkIdentity(cfg)
 
 	for i, r := range cfg.GetRoutes() {
 		ra := r.GetAuth()
@@ -162,6 +161,109 @@ func (c checker) checkAuth(cfg *configv1.Config) {
 			}
 		}
 	}
+}
+
+// Defaults of the identity keys (edge/auth.go has the same).
+const (
+	defaultSubjectKey    = "x-gatehouse-subject"
+	defaultCredentialKey = "x-gatehouse-credential"
+	defaultClaimsPrefix  = "x-gatehouse-claims-"
+	defaultJWTKey        = "x-gatehouse-jwt"
+)
+
+// notIdentity are metadata keys the gateway or gRPC itself needs from the
+// client or sets for itself: an identity key, which the gateway strips from
+// every inbound call, must never cover one of them.
+var notIdentity = []string{
+	"x-gatehouse-http-method", "x-gatehouse-http-path", "x-gatehouse-http-query",
+	"x-gatehouse-tls-uri-san", "x-gatehouse-tls-dns-san", "x-gatehouse-tls-verified",
+	"x-forwarded-for", "x-forwarded-host", "x-request-id", "traceparent", "tracestate", "baggage",
+	"content-type", "user-agent", "te", "host", "connection",
+}
+
+// checkIdentity checks authentication.identity and internal_jwt: the keys
+// the gateway sets for backends, and strips from every inbound call, must
+// be distinct and must not be keys that carry credentials or that the
+// gateway or gRPC needs.
+func (c checker) checkIdentity(cfg *configv1.Config) {
+	ac := cfg.GetAuthentication()
+	base := path{}.field("authentication")
+	type key struct {
+		p      path
+		name   string
+		prefix bool
+	}
+	id := ac.GetIdentity()
+	keys := []key{
+		{base.field("identity").field("subject_header"), orDefault(id.GetSubjectHeader(), defaultSubjectKey), false},
+		{base.field("identity").field("credential_header"), orDefault(id.GetCredentialHeader(), defaultCredentialKey), false},
+		{base.field("identity").field("claims_prefix"), orDefault(id.GetClaimsPrefix(), defaultClaimsPrefix), true},
+	}
+	if ij := ac.GetInternalJwt(); ij != nil {
+		p := base.field("internal_jwt")
+		keys = append(keys, key{p.field("header"), orDefault(ij.GetHeader(), defaultJWTKey), false})
+		c.fileRef(p.field("signing_key_file"), ij.GetSigningKeyFile())
+		if ij.GetAudience() == "" {
+			c.errorf(p.field("audience"), "required: backends check it, so that a token minted for them is accepted nowhere else")
+		}
+	}
+	// Credential carriers: an identity key with their name would strip the
+	// credential before it is checked.
+	carriers := map[string]string{}
+	for i, j := range ac.GetJwt() {
+		h := strings.ToLower(j.GetFrom().GetHeader())
+		if h == "" && j.GetFrom().GetQuery() == "" {
+			h = "authorization"
+		}
+		if h != "" {
+			carriers[h] = base.field("jwt").index(i).String()
+		}
+	}
+	for i, k := range ac.GetApiKeys() {
+		carriers[strings.ToLower(orDefault(k.GetHeader(), "x-api-key"))] = base.field("api_keys").index(i).String()
+	}
+	covers := func(k key, name string) bool {
+		if k.prefix {
+			return strings.HasPrefix(name, k.name)
+		}
+		return name == k.name
+	}
+	for i, k := range keys {
+		switch {
+		case k.prefix && !strings.HasSuffix(k.name, "-"):
+			c.errorf(k.p, "want a prefix that ends in \"-\", such as x-claims-")
+			continue
+		case !k.prefix && strings.HasSuffix(k.name, "-bin"):
+			c.errorf(k.p, "a -bin key carries binary values; want a text key")
+			continue
+		case strings.HasPrefix(k.name, "grpc-"):
+			c.errorf(k.p, "grpc-* keys are gRPC's own")
+			continue
+		}
+		for _, n := range notIdentity {
+			if covers(k, n) {
+				c.errorf(k.p, "%q would strip %s from every call, which the gateway needs", k.name, n)
+				break
+			}
+		}
+		for carrier, from := range carriers {
+			if covers(k, carrier) {
+				c.errorf(k.p, "%q would strip the credential that %s reads from %s", k.name, from, carrier)
+			}
+		}
+		for _, prev := range keys[:i] {
+			if covers(k, prev.name) || covers(prev, k.name) {
+				c.errorf(k.p, "%q overlaps %s (%q)", k.name, prev.p, prev.name)
+			}
+		}
+	}
+}
+
+func orDefault(v, def string) string {
+	if v == "" {
+		return def
+	}
+	return v
 }
 
 // fileRef checks a field that names a file or an environment variable

@@ -41,8 +41,32 @@ func TestCheckAuth(t *testing.T) {
 			`authentication.api_keys[0].name: "mtls" is reserved`},
 		{"api keys without keys", listener + `authentication: {api_keys: [{name: p}]}`,
 			`authentication.api_keys[0].keys_file: required (or give keys)`},
-		{"trusted proxies", listener + `authentication: {trusted_proxies: ["10.0.0.0/8"]}`,
-			`authentication.trusted_proxies[0]: trusted proxies are not supported yet`},
+		{"trusted proxy not a CIDR", listener + `authentication: {trusted_proxies: ["10.0.0.0/8", "proxy.internal"]}`,
+			`authentication.trusted_proxies[1]: want a CIDR such as 10.0.0.0/8`},
+		{"identity key strips the bearer token", listener + jwt[:len(jwt)-2] + `, identity: {subject_header: authorization}}`,
+			`authentication.identity.subject_header: "authorization" would strip the credential that authentication.jwt[0] reads from authorization`},
+		{"claims prefix covers an API key header", listener + `authentication: {api_keys: [{name: p, keys_file: k.yaml, header: x-id-key}], identity: {claims_prefix: "x-id-"}}`,
+			`authentication.identity.claims_prefix: "x-id-" would strip the credential that authentication.api_keys[0] reads from x-id-key`},
+		{"claims prefix without a dash", listener + `authentication: {identity: {claims_prefix: "x-claims"}}`,
+			`authentication.identity.claims_prefix: want a prefix that ends in "-"`},
+		{"claims prefix covers the REST attributes", listener + `authentication: {identity: {claims_prefix: "x-gatehouse-"}}`,
+			`authentication.identity.claims_prefix: "x-gatehouse-" would strip x-gatehouse-http-method from every call`},
+		{"identity key is x-forwarded-for", listener + `authentication: {identity: {credential_header: x-forwarded-for}}`,
+			`authentication.identity.credential_header: "x-forwarded-for" would strip x-forwarded-for`},
+		{"identity keys overlap", listener + `authentication: {identity: {subject_header: x-user, credential_header: x-user}}`,
+			`authentication.identity.credential_header: "x-user" overlaps authentication.identity.subject_header`},
+		{"subject under the claims prefix", listener + `authentication: {identity: {subject_header: x-claims-sub, claims_prefix: x-claims-}}`,
+			`authentication.identity.claims_prefix: "x-claims-" overlaps authentication.identity.subject_header ("x-claims-sub")`},
+		{"internal JWT header is the subject", listener + `authentication: {internal_jwt: {signing_key_file: k.pem, audience: backends, header: x-gatehouse-subject}}`,
+			`authentication.internal_jwt.header: "x-gatehouse-subject" overlaps authentication.identity.subject_header`},
+		{"internal JWT without audience", listener + `authentication: {internal_jwt: {signing_key_file: k.pem}}`,
+			`authentication.internal_jwt.audience: required`},
+		{"internal JWT key inline", listener + `authentication: {internal_jwt: {signing_key_file: "-----BEGIN PRIVATE KEY-----\nMII", audience: b}}`,
+			`authentication.internal_jwt.signing_key_file: give a file path or ${ENV_VAR}`},
+		{"internal JWT without key", listener + `authentication: {internal_jwt: {audience: b}}`,
+			`authentication.internal_jwt.signing_key_file`},
+		{"internal JWT lifetime too long", listener + `authentication: {internal_jwt: {signing_key_file: k.pem, audience: b, lifetime: 2h}}`,
+			`authentication.internal_jwt.lifetime`},
 		{"inline key", `listeners: [{name: edge, address: "127.0.0.1:8080", tls: {cert_file: c.pem, key_file: "-----BEGIN PRIVATE KEY-----\nMII"}}]`,
 			`listeners[0].tls.key_file: give a file path or ${ENV_VAR}, never the certificate or key inline`},
 		{"client auth without CA", `listeners: [{name: edge, address: "127.0.0.1:8080", tls: {cert_file: c.pem, key_file: k.pem, client_auth: REQUIRE_AND_VERIFY}}]`,
@@ -95,6 +119,11 @@ routes:
       forward_token: true
       forward_claims: [scope]
 `
+	yaml = strings.Replace(yaml, "authentication:\n", `authentication:
+  trusted_proxies: ["10.0.0.0/8", "2001:db8::/32"]
+  identity: { subject_header: x-user, credential_header: x-user-credential, claims_prefix: x-user-claim- }
+  internal_jwt: { signing_key_file: "${GATEHOUSE_JWT_KEY}", key_id: gw-1, issuer: gatehouse, audience: backends, lifetime: 30s, header: x-internal-jwt }
+`, 1)
 	if _, err := config.Parse("test.yaml", []byte(yaml)); err != nil {
 		t.Fatal(err)
 	}

@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/http"
@@ -11,7 +12,10 @@ import (
 
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"github.com/gatehouse-dev/gatehouse/interceptors/auth"
+	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 	"github.com/gatehouse-dev/gatehouse/routing"
+	"github.com/gatehouse-dev/gatehouse/telemetry"
+	"github.com/gatehouse-dev/gatehouse/tlsconfig"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -34,6 +38,55 @@ type authState struct {
 	a        *auth.Authenticator
 	log      authLogger
 	policies atomic.Pointer[policyCache]
+
+	// trusted are the proxies whose x-forwarded-for is believed
+	// (authentication.trusted_proxies).
+	trusted callinfo.TrustedProxies
+	// identity are the keys of the identity passed to backends
+	// (authentication.identity); minter signs the internal JWT, nil when off.
+	identity identityKeys
+	minter   *auth.Minter
+}
+
+// identityKeys are the metadata keys that only the gateway sets.
+type identityKeys struct {
+	subject, credential, claimsPrefix, jwt string
+}
+
+// Defaults of authentication.identity and authentication.internal_jwt.
+const (
+	defaultSubjectKey    = "x-gatehouse-subject"
+	defaultCredentialKey = "x-gatehouse-credential"
+	defaultClaimsPrefix  = "x-gatehouse-claims-"
+	defaultJWTKey        = "x-gatehouse-jwt"
+)
+
+// identityConfig returns the identity keys of cfg, defaults filled in.
+func identityConfig(cfg *configv1.Config) identityKeys {
+	ac := cfg.GetAuthentication()
+	k := identityKeys{
+		subject:      cmp.Or(ac.GetIdentity().GetSubjectHeader(), defaultSubjectKey),
+		credential:   cmp.Or(ac.GetIdentity().GetCredentialHeader(), defaultCredentialKey),
+		claimsPrefix: cmp.Or(ac.GetIdentity().GetClaimsPrefix(), defaultClaimsPrefix),
+	}
+	if ac.GetInternalJwt() != nil {
+		k.jwt = cmp.Or(ac.GetInternalJwt().GetHeader(), defaultJWTKey)
+	}
+	return k
+}
+
+// exact are the keys matched exactly; claimsPrefix is matched as a prefix.
+func (k identityKeys) exact() []string {
+	out := []string{k.subject, k.credential}
+	if k.jwt != "" {
+		out = append(out, k.jwt)
+	}
+	return out
+}
+
+// has reports whether key (lower case) is an identity key.
+func (k identityKeys) has(key string) bool {
+	return key == k.subject || key == k.credential || (k.jwt != "" && key == k.jwt) || strings.HasPrefix(key, k.claimsPrefix)
 }
 
 type authLogger interface {
@@ -55,12 +108,38 @@ type policyEntry struct {
 
 // newAuthState builds the authenticator of cfg: it reads key files (errors
 // name their field) and starts fetching JWKS documents.
-func newAuthState(cfg *configv1.Config, o options) (*authState, error) {
-	a, err := auth.New(authConfig(cfg), append([]auth.Option{auth.WithLogger(o.logger)}, o.auth...)...)
+// Failures are counted in m (nil: metrics off).
+func newAuthState(cfg *configv1.Config, o options, m *telemetry.Metrics) (*authState, error) {
+	ac := cfg.GetAuthentication()
+	trusted, err := callinfo.NewTrustedProxies(ac.GetTrustedProxies())
 	if err != nil {
+		return nil, fmt.Errorf("authentication.trusted_proxies: %w", err)
+	}
+	s := &authState{log: o.logger, trusted: trusted, identity: identityConfig(cfg)}
+	if ij := ac.GetInternalJwt(); ij != nil {
+		key, err := tlsconfig.ReadSecret(ij.GetSigningKeyFile())
+		if err != nil {
+			return nil, fmt.Errorf("authentication.internal_jwt.signing_key_file: %w", err)
+		}
+		spec := auth.InternalJWT{
+			SigningKey: key, KeyID: ij.GetKeyId(), Issuer: ij.GetIssuer(), Audience: ij.GetAudience(),
+			Header: s.identity.jwt,
+		}
+		if d := ij.GetLifetime(); d != nil {
+			spec.Lifetime = d.AsDuration()
+		}
+		if s.minter, err = auth.NewMinter(spec, o.auth...); err != nil {
+			return nil, fmt.Errorf("authentication.internal_jwt.signing_key_file: %s: %w", ij.GetSigningKeyFile(), err)
+		}
+	}
+	opts := []auth.Option{auth.WithLogger(o.logger)}
+	if m != nil {
+		opts = append(opts, auth.WithDenialHook(m.AuthFailed))
+	}
+	if s.a, err = auth.New(authConfig(cfg), append(opts, o.auth...)...); err != nil {
 		return nil, fmt.Errorf("authentication: %w", err)
 	}
-	return &authState{a: a, log: o.logger}, nil
+	return s, nil
 }
 
 // authConfig turns the config's authentication section into the
@@ -171,18 +250,22 @@ func (g *Gateway) authStream(l *configv1.Listener) []grpc.StreamServerIntercepto
 	if l == nil || g.auth == nil {
 		return nil
 	}
-	return []grpc.StreamServerInterceptor{auth.StreamServerInterceptor(g.auth.a, g.authRoutes, authListenerOptions(l)...)}
+	return []grpc.StreamServerInterceptor{auth.StreamServerInterceptor(g.auth.a, g.authRoutes, g.auth.listenerOptions(l)...)}
 }
 
 func (g *Gateway) authUnary(l *configv1.Listener) []grpc.UnaryServerInterceptor {
 	if l == nil || g.auth == nil {
 		return nil
 	}
-	return []grpc.UnaryServerInterceptor{auth.UnaryServerInterceptor(g.auth.a, g.authRoutes, authListenerOptions(l)...)}
+	return []grpc.UnaryServerInterceptor{auth.UnaryServerInterceptor(g.auth.a, g.authRoutes, g.auth.listenerOptions(l)...)}
 }
 
-func authListenerOptions(l *configv1.Listener) []auth.Option {
-	return []auth.Option{auth.WithRequireAuth(l.GetRequireAuth()), auth.WithExempt(exemptFromAuth)}
+func (s *authState) listenerOptions(l *configv1.Listener) []auth.Option {
+	return []auth.Option{
+		auth.WithRequireAuth(l.GetRequireAuth()), auth.WithExempt(exemptFromAuth),
+		auth.WithIdentityKeys(s.identity.subject, s.identity.credential, s.identity.claimsPrefix),
+		auth.WithInternalJWT(s.minter),
+	}
 }
 
 // withIdentity wraps the director's resolver: the call must resolve to the

@@ -152,7 +152,7 @@ func callMetadata(r *http.Request, rest bool) metadata.MD {
 	}
 	md.Set("x-forwarded-host", host)
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
-		if prior := r.Header.Get("X-Forwarded-For"); prior != "" {
+		if prior := strings.Join(r.Header.Values("X-Forwarded-For"), ", "); prior != "" {
 			md.Set("x-forwarded-for", prior+", "+ip)
 		} else {
 			md.Set("x-forwarded-for", ip)

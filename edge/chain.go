@@ -15,16 +15,19 @@ import (
 //
 //  1. recovery:  a panic anywhere below becomes INTERNAL and is logged with
 //     its stack; it must be outermost to catch the others' panics.
-//  2. requestid: accepts or mints x-request-id before anything logs, so
+//  2. ingress:   (ingress.go) decides where the call comes from, believing
+//     x-forwarded-for only through trusted proxies, and removes inbound
+//     identity metadata, before any layer reads either.
+//  3. requestid: accepts or mints x-request-id before anything logs, so
 //     that every line about the call carries it and the backend sees it.
-//  3. accesslog: times the whole call below it and writes one line when it
+//  4. accesslog: times the whole call below it and writes one line when it
 //     ends, with the route and backend the router recorded, and sees the
 //     UNAVAILABLE of a call that audit refused.
-//  4. audit:     (when audit is configured) records who did what with which
+//  5. audit:     (when audit is configured) records who did what with which
 //     decision and outcome, after the call; fails it closed when the
 //     audit trail is down and on_sink_failure says so. Outside validate,
 //     so that refused invalid requests are audited too.
-//  5. auth:      (client listeners) resolves the route the call will take
+//  6. auth:      (client listeners) resolves the route the call will take
 //     and applies its auth block: credentials (UNAUTHENTICATED, 401 with
 //     WWW-Authenticate), CEL rules (PERMISSION_DENIED, 403), the
 //     listener's require_auth default-deny; establishes the principal that
@@ -32,11 +35,11 @@ import (
 //     audit and accesslog, so that refusals are logged and audited with
 //     their decision; before quota and validate, so that unauthenticated
 //     calls cost neither a quota lookup nor a decode.
-//  6. quota:     (when quota policies are configured) refuses calls over a
+//  7. quota:     (when quota policies are configured) refuses calls over a
 //     rate limit or calendar quota (RESOURCE_EXHAUSTED, 429 for REST)
 //     before any decoding, and sets the RateLimit headers; inside audit and
 //     accesslog, so that refusals are logged and audited.
-//  7. validate:  refuses invalid requests before they reach a handler or a
+//  8. validate:  refuses invalid requests before they reach a handler or a
 //     backend.
 //
 // Outside the chain, the server's stats handler (telemetry.go) attaches the
@@ -49,6 +52,7 @@ import (
 func (g *Gateway) streamChain(lc *configv1.Listener) []grpc.StreamServerInterceptor {
 	c := []grpc.StreamServerInterceptor{
 		recovery.StreamServerInterceptor(recovery.WithLogger(g.log)),
+		g.ingressStream(), // ingress.go
 		requestid.StreamServerInterceptor(),
 	}
 	if g.opts.accessLogger != nil {
@@ -63,6 +67,7 @@ func (g *Gateway) streamChain(lc *configv1.Listener) []grpc.StreamServerIntercep
 func (g *Gateway) unaryChain(lc *configv1.Listener) []grpc.UnaryServerInterceptor {
 	c := []grpc.UnaryServerInterceptor{
 		recovery.UnaryServerInterceptor(recovery.WithLogger(g.log)),
+		g.ingressUnary(), // ingress.go
 		requestid.UnaryServerInterceptor(),
 	}
 	if g.opts.accessLogger != nil {

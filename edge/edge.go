@@ -97,7 +97,7 @@ func New(cfg *configv1.Config, opts ...Option) (*Gateway, error) {
 		obs.shutdown(context.Background())
 		return nil, err
 	}
-	as, err := newAuthState(cfg, o) // auth.go
+	as, err := newAuthState(cfg, o, obs.metrics) // auth.go
 	if err != nil {
 		pool.Close()
 		qs.close()
@@ -295,7 +295,8 @@ func (g *Gateway) newGRPCServer(l config.Limits, proxy bool, lc *configv1.Listen
 	opts = append(opts, extra...)
 	if proxy {
 		d := routing.NewDirector(g.withIdentity(g.withCallPolicies(g.router)), // auth.go, resilience.go
-			routing.WithCallOptions(grpc.MaxCallRecvMsgSize(l.MaxMessageBytes), grpc.MaxCallSendMsgSize(l.MaxMessageBytes)),
+			append(g.identityStrip(), // ingress.go
+				routing.WithCallOptions(grpc.MaxCallRecvMsgSize(l.MaxMessageBytes), grpc.MaxCallSendMsgSize(l.MaxMessageBytes)))...,
 		)
 		g.directors = append(g.directors, d)
 		opts = append(opts, grpc.UnknownServiceHandler(d.Handler))
@@ -331,7 +332,8 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 		s.stop()
 		return nil, err
 	}
-	s.rest = limitBody(rest, int64(limits.MaxMessageBytes))
+	// A REST body slower than the deadline is 408 (listener.go).
+	s.rest = bodyDeadline(limitBody(rest, int64(limits.MaxMessageBytes)), restBodyTimeoutFactor*limits.ReadHeaderTimeout)
 	if s.browser, err = g.newBrowser(s.name, s, limits.MaxMessageBytes, s.rest); err != nil { // browser.go
 		s.stop()
 		return nil, err

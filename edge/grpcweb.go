@@ -2,6 +2,7 @@ package edge
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/binary"
@@ -149,10 +150,17 @@ func (b *browser) sendGRPCWebRequest(cs grpc.ClientStream, body *bufio.Reader) *
 		if uint64(n) > uint64(b.maxMsg) {
 			return status.Newf(codes.ResourceExhausted, "gatehouse: gRPC-Web message of %d bytes is larger than %d bytes", n, b.maxMsg)
 		}
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(body, payload); err != nil {
+		// Memory grows with the bytes that arrive, not with the length the
+		// client claims.
+		var pb bytes.Buffer
+		pb.Grow(int(min(n, 64<<10)))
+		if _, err := io.CopyN(&pb, body, int64(n)); err != nil {
+			if err == io.EOF {
+				err = io.ErrUnexpectedEOF
+			}
 			return status.Newf(codes.Internal, "gatehouse: malformed gRPC-Web request: %v", err)
 		}
+		payload := pb.Bytes()
 		if hdr[0]&grpcWebFrameTrailer != 0 {
 			continue // clients send no trailers; ignore any
 		}
@@ -290,10 +298,12 @@ func parseGRPCTimeout(s string) (time.Duration, error) {
 	if len(s) < 2 || len(s) > 9 {
 		return 0, errors.New("bad length")
 	}
-	n, err := strconv.ParseInt(s[:len(s)-1], 10, 64)
-	if err != nil || n < 0 {
+	// Digits only, as grpc-go's transport reads it: no sign.
+	u, err := strconv.ParseUint(s[:len(s)-1], 10, 63)
+	if err != nil {
 		return 0, fmt.Errorf("bad value")
 	}
+	n := int64(u)
 	var unit time.Duration
 	switch s[len(s)-1] {
 	case 'H':

@@ -100,6 +100,10 @@ func newHTTPServer(h http.Handler, l config.Limits) *http.Server {
 			MaxConcurrentStreams: int(l.MaxConcurrentStreams),
 			SendPingTimeout:      l.KeepalivePing,
 			PingTimeout:          l.KeepaliveTimeout,
+			// A client that stops reading (a PING or SETTINGS flood that
+			// never takes its answers) is closed once nothing could be
+			// written to it for the ping timeout.
+			WriteByteTimeout: l.KeepaliveTimeout,
 		},
 	}
 }
@@ -242,6 +246,9 @@ func bodyDeadline(h http.Handler, d time.Duration) http.Handler {
 			return
 		}
 		body := &deadlineBody{rc: r.Body, ctl: rc}
+		// A shallow copy: net/http inspects its own request's Body after the
+		// handler (to half-close a connection whose body it left unread).
+		r = r.WithContext(r.Context())
 		r.Body = body
 		tw := &timeoutWriter{ResponseWriter: w, body: body}
 		h.ServeHTTP(tw, r)

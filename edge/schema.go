@@ -234,7 +234,7 @@ type restHandler struct {
 }
 
 func (h *restHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	h.mux.Load().ServeHTTP(w, r)
+	h.mux.Load().ServeHTTP(w, withTypedBody(r)) // bodies.go: HttpBody and multipart decoding needs the Content-Type
 }
 
 // newRESTHandler builds the REST handler of a shared listener whose
@@ -283,7 +283,9 @@ func (g *Gateway) restMuxOptions(set *transcode.Set) []runtime.ServeMuxOption {
 	types := set.Types()
 	return []runtime.ServeMuxOption{
 		runtime.WithIncomingHeaderMatcher(g.forwardedHeader),
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		// JSON, with google.api.HttpBody and multipart/form-data bodies
+		// (bodies.go).
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, newBodyMarshaler(&runtime.JSONPb{
 			MarshalOptions: protojson.MarshalOptions{
 				EmitUnpopulated: rc.GetEmitUnpopulated(),
 				UseProtoNames:   rc.GetUseProtoNames(),
@@ -291,7 +293,7 @@ func (g *Gateway) restMuxOptions(set *transcode.Set) []runtime.ServeMuxOption {
 				Resolver:        types,
 			},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false, Resolver: types},
-		}),
+		})),
 	}
 }
 

@@ -7,12 +7,13 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
 	"github.com/gatehouse-dev/gatehouse/routing"
+	"github.com/gatehouse-dev/gatehouse/transcode"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
-	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -193,11 +194,13 @@ func (b *browser) refreshStreams() error {
 // jsonOptions are the REST JSON options in force (config rest block).
 func (b *browser) jsonOptions() (protojson.MarshalOptions, protojson.UnmarshalOptions) {
 	rc := b.g.Config().GetRest()
+	types := b.g.Schemas().Types() // google.protobuf.Any of runtime-schema types too
 	return protojson.MarshalOptions{
 		EmitUnpopulated: rc.GetEmitUnpopulated(),
 		UseProtoNames:   rc.GetUseProtoNames(),
 		UseEnumNumbers:  rc.GetEnumsAsInts(),
-	}, protojson.UnmarshalOptions{}
+		Resolver:        types,
+	}, protojson.UnmarshalOptions{Resolver: types}
 }
 
 // requestMessage builds a method's request from an HTTP request: the
@@ -228,20 +231,14 @@ func (b *browser) requestMessage(r *http.Request, md protoreflect.MethodDescript
 			}
 		}
 	}
-	var seqs [][]string
-	for k, v := range params {
-		if err := runtime.PopulateFieldFromPath(req, k, v); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "gatehouse: path parameter %q: %v", k, err)
-		}
-		seqs = append(seqs, strings.Split(k, "."))
-	}
+	// Path and query parameters as the REST handlers set them, enums of
+	// runtime schemas included.
+	var query url.Values
 	if rule.body != "*" {
-		if rule.body != "" {
-			seqs = append(seqs, []string{rule.body})
-		}
-		if err := runtime.PopulateQueryParameters(req, r.URL.Query(), utilities.NewDoubleArray(seqs)); err != nil {
-			return nil, status.Errorf(codes.InvalidArgument, "gatehouse: query: %v", err)
-		}
+		query = r.URL.Query()
+	}
+	if err := transcode.PopulateParams(req, params, query, rule.body); err != nil {
+		return nil, status.Errorf(codes.InvalidArgument, "gatehouse: %v", err)
 	}
 	return req, nil
 }
@@ -317,7 +314,7 @@ func (b *browser) serveServerStream(w http.ResponseWriter, r *http.Request, md p
 		}
 		_ = cs.CloseSend()
 	}
-	sw := &streamWriter{w: w, rc: http.NewResponseController(w), format: format}
+	sw := &streamWriter{w: w, rc: http.NewResponseController(w), format: format, raw: isHTTPBody(md.Output())}
 	sw.mo, _ = b.jsonOptions()
 	for err == nil {
 		resp := dynamicpb.NewMessage(md.Output())
@@ -356,6 +353,7 @@ type streamWriter struct {
 	mo      protojson.MarshalOptions
 	started bool
 	n       int
+	raw     bool // google.api.HttpBody chunks, written as one binary body (bodies.go)
 }
 
 func (s *streamWriter) start() {
@@ -382,6 +380,9 @@ func (s *streamWriter) start() {
 }
 
 func (s *streamWriter) message(m proto.Message) error {
+	if s.raw {
+		return s.rawMessage(m)
+	}
 	data, err := s.mo.Marshal(m)
 	if err != nil {
 		return err
@@ -408,6 +409,10 @@ func (s *streamWriter) message(m proto.Message) error {
 
 // end ends the stream with its outcome: nil for success.
 func (s *streamWriter) end(callErr error) {
+	if s.raw {
+		s.rawEnd(callErr)
+		return
+	}
 	s.start()
 	var stJSON []byte
 	if callErr != nil {

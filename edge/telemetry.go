@@ -92,8 +92,16 @@ func (obs *observability) upstreamOptions() []upstream.Option {
 	return []upstream.Option{upstream.WithDialOptions(grpc.WithStatsHandler(telemetry.ClientHandler(obs.metrics, obs.tracing)))}
 }
 
-// watchPool makes gatehouse_upstream_endpoint_up follow the pool.
+// watchPool makes gatehouse_upstream_endpoint_up and
+// gatehouse_upstream_breaker_state follow the pool.
 func (obs *observability) watchPool(pool *upstream.Pool) {
+	obs.metrics.WatchBreakers(func() []telemetry.BreakerState {
+		var out []telemetry.BreakerState
+		for name, st := range pool.Breakers() {
+			out = append(out, telemetry.BreakerState{Backend: name, State: int(st)})
+		}
+		return out
+	})
 	obs.metrics.WatchEndpoints(func() []telemetry.EndpointState {
 		var out []telemetry.EndpointState
 		for _, b := range pool.Backends() {

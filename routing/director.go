@@ -69,7 +69,7 @@ func NewDirector(r Resolver, opts ...Option) *Director {
 // signature is grpc.StreamHandler, for grpc.UnknownServiceHandler.
 //
 // The client's metadata, minus hop-by-hop, reserved and strip keys and with
-// x-forwarded-for appended, goes to the backend (the map given to Resolve is
+// x-forwarded-for set from the client's source (see WithForwardedFor), goes to the backend (the map given to Resolve is
 // sanitised in place once Resolve returns; a Resolver must not keep it).
 // Messages are pumped both ways until the backend ends the call; the client's
 // half-close becomes the backend's CloseSend. The backend's headers,

@@ -479,8 +479,8 @@ func TestRequestMetadataForwarding(t *testing.T) {
 		client  testgrpc.TestServiceClient
 		wantXFF string
 	}{
-		{"tcp peer appended", proxiedClient(t, backendAddr, opts...), "203.0.113.7, 127.0.0.1"},
-		{"in-process peer not appended", testgrpc.NewTestServiceClient(startBufconnGateway(t, backendAddr, opts...)), "203.0.113.7"},
+		{"tcp peer replaces the client's word", proxiedClient(t, backendAddr, opts...), "127.0.0.1"},
+		{"in-process keeps the last hop", testgrpc.NewTestServiceClient(startBufconnGateway(t, backendAddr, opts...)), "203.0.113.7"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

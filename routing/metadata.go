@@ -2,14 +2,15 @@ package routing
 
 import (
 	"context"
-	"net"
 	"strings"
 
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 )
 
-const forwardedForKey = "x-forwarded-for"
+const forwardedForKey = callinfo.ForwardedForKey
 
 // isReservedKey reports whether the lowercase metadata key k must never cross
 // the gateway in either direction: HTTP/2 pseudo headers, hop-by-hop headers
@@ -37,7 +38,9 @@ func isReservedKey(k string) bool {
 
 // sanitizeRequest turns the incoming metadata md of a call into the metadata
 // to send to the backend, in place: it deletes reserved keys and the
-// configured strip keys and appends the client's address to x-forwarded-for.
+// configured strip keys and sets x-forwarded-for to the hops from the
+// client to the gateway (callinfo.Source: with none attached, the transport
+// peer alone).
 // md must be owned by the caller (metadata.FromIncomingContext returns a
 // copy). Value slices are never modified in place, only replaced, so md may
 // share them with other maps.
@@ -49,50 +52,27 @@ func (d *Director) sanitizeRequest(ctx context.Context, md metadata.MD) metadata
 		}
 		if _, ok := d.opts.stripKeys[k]; ok {
 			delete(md, k)
+			continue
+		}
+		for _, p := range d.opts.stripPrefixes {
+			if strings.HasPrefix(k, p) {
+				delete(md, k)
+				break
+			}
 		}
 	}
 	if d.opts.forwardedFor {
-		if ip := peerAddress(ctx); ip != "" {
-			md[forwardedForKey] = appendForwardedFor(md[forwardedForKey], ip)
+		if _, ok := peer.FromContext(ctx); ok {
+			// The hops from the client the gateway believes to its peer;
+			// an untrusted client's own x-forwarded-for never crosses.
+			if s := callinfo.SourceOf(ctx, md); s.ForwardedFor != "" {
+				md[forwardedForKey] = []string{s.ForwardedFor}
+			} else {
+				delete(md, forwardedForKey)
+			}
 		}
 	}
 	return md
-}
-
-// appendForwardedFor returns the x-forwarded-for values prior with ip
-// appended, joined into one comma-separated value as grpc-gateway writes it.
-func appendForwardedFor(prior []string, ip string) []string {
-	switch len(prior) {
-	case 0:
-		return []string{ip}
-	case 1:
-		if prior[0] == "" {
-			return []string{ip}
-		}
-		return []string{prior[0] + ", " + ip}
-	}
-	return []string{strings.Join(prior, ", ") + ", " + ip}
-}
-
-// peerAddress returns the address of the call's network peer for
-// x-forwarded-for: the IP of a TCP peer, "unix:" for a unix socket peer, and
-// "" for anything else (an in-process listener, whose caller — the REST
-// gateway — sets x-forwarded-for itself).
-func peerAddress(ctx context.Context) string {
-	p, ok := peer.FromContext(ctx)
-	if !ok {
-		return ""
-	}
-	switch a := p.Addr.(type) {
-	case *net.TCPAddr:
-		if a == nil || a.IP == nil {
-			return ""
-		}
-		return a.IP.String()
-	case *net.UnixAddr:
-		return "unix:"
-	}
-	return ""
 }
 
 // sanitizeResponse removes reserved keys from backend header or trailer

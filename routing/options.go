@@ -16,9 +16,12 @@ type options struct {
 	// stripKeys are request metadata keys never forwarded to a backend, on
 	// top of the hop-by-hop and reserved ones. Lowercase.
 	stripKeys map[string]struct{}
+	// stripPrefixes are request metadata key prefixes never forwarded.
+	// Lowercase.
+	stripPrefixes []string
 	// callOptions are appended to every backend stream's call options.
 	callOptions []grpc.CallOption
-	// forwardedFor appends the client's address to x-forwarded-for.
+	// forwardedFor sets x-forwarded-for to the call's hops (callinfo.Source).
 	forwardedFor bool
 }
 
@@ -41,6 +44,19 @@ func WithStripKeys(keys ...string) Option {
 	})
 }
 
+// WithStripPrefixes drops request metadata keys that start with any of
+// the given prefixes (case-insensitive), like WithStripKeys: for example
+// the prefix of the claims the gateway forwards. Repeated uses add up.
+func WithStripPrefixes(prefixes ...string) Option {
+	return funcOption(func(o *options) {
+		for _, p := range prefixes {
+			if p != "" {
+				o.stripPrefixes = append(o.stripPrefixes, strings.ToLower(p))
+			}
+		}
+	})
+}
+
 // WithCallOptions adds call options to every stream the director opens on a
 // backend, for example grpc.MaxCallRecvMsgSize. The director always forces
 // its own codec; a codec given here is ignored. Repeated uses add up.
@@ -50,9 +66,14 @@ func WithCallOptions(opts ...grpc.CallOption) Option {
 	})
 }
 
-// WithForwardedFor sets whether the director appends the client's address to
-// the x-forwarded-for request metadata (default true). Only network peers
-// (TCP, unix) are appended; an in-process peer never is.
+// WithForwardedFor sets whether the director rewrites the x-forwarded-for
+// request metadata (default true): to the hops of the call's
+// callinfo.Source, from the client the gateway believes to its transport
+// peer, so that a client's own x-forwarded-for crosses only from trusted
+// proxies. Without a Source attached to the call (callinfo.WithSource), no
+// proxy is trusted: a TCP peer's address replaces whatever it sent, a unix
+// socket peer is "unix:", and an in-process call keeps the last hop, which
+// the gateway's HTTP side appended. Off, x-forwarded-for passes unchanged.
 func WithForwardedFor(enabled bool) Option {
 	return funcOption(func(o *options) { o.forwardedFor = enabled })
 }

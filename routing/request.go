@@ -2,10 +2,8 @@ package routing
 
 import (
 	"context"
-	"net"
 	"net/netip"
 	"net/url"
-	"strings"
 
 	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 	"google.golang.org/grpc/metadata"
@@ -72,7 +70,7 @@ func requestFrom(ctx context.Context, fullMethod string, md metadata.MD, needs n
 		}
 	}
 	if needs&needSource != 0 {
-		req.SourceIP = sourceIP(ctx, md, trusted)
+		req.SourceIP = sourceIP(ctx, md)
 	}
 	if needs&needClaims != 0 {
 		req.Claims = callinfo.PrincipalFrom(ctx).Claims
@@ -80,35 +78,12 @@ func requestFrom(ctx context.Context, fullMethod string, md metadata.MD, needs n
 	return req
 }
 
-// sourceIP is the peer's IP, or for in-process calls the last
-// x-forwarded-for hop that grpc-gateway appended from the HTTP peer.
-func sourceIP(ctx context.Context, md metadata.MD, trusted bool) netip.Addr {
-	if trusted {
-		vals := md["x-forwarded-for"]
-		if len(vals) == 0 {
-			return netip.Addr{}
-		}
-		last := vals[len(vals)-1]
-		if i := strings.LastIndexByte(last, ','); i >= 0 {
-			last = last[i+1:]
-		}
-		a, _ := netip.ParseAddr(strings.TrimSpace(last))
-		return a.Unmap()
-	}
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil {
-		return netip.Addr{}
-	}
-	if ta, ok := p.Addr.(*net.TCPAddr); ok {
-		a, _ := netip.AddrFromSlice(ta.IP)
-		return a.Unmap()
-	}
-	host, _, err := net.SplitHostPort(p.Addr.String())
-	if err != nil {
-		return netip.Addr{}
-	}
-	a, _ := netip.ParseAddr(host)
-	return a.Unmap()
+// sourceIP is the client's address as the gateway decided it
+// (callinfo.Source): the transport peer, or for in-process calls the
+// x-forwarded-for hop that the gateway's HTTP side appended, walked back
+// over the trusted proxies.
+func sourceIP(ctx context.Context, md metadata.MD) netip.Addr {
+	return callinfo.SourceOf(ctx, md).Addr
 }
 
 func first(md metadata.MD, key string) string {

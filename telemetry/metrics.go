@@ -52,6 +52,8 @@ type Metrics struct {
 	auditWritten prometheus.Counter
 	auditLost    prometheus.Counter
 
+	authFailures *prometheus.CounterVec
+
 	now func() time.Time
 }
 
@@ -123,6 +125,10 @@ func NewMetrics(version string) *Metrics {
 			Name: "gatehouse_audit_records_lost_total",
 			Help: "Audit records that could not be written.",
 		}),
+		authFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_auth_failures_total",
+			Help: "Calls refused by authentication or authorization, by reason (missing_credentials, invalid_credentials, rule, require_auth, invalid_policy, route_changed) and route (\"\" when no route took the call).",
+		}, []string{"reason", "route"}),
 	}
 	buildInfo := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "gatehouse_build_info",
@@ -138,6 +144,7 @@ func NewMetrics(version string) *Metrics {
 		m.reloads, m.lastReloadOK, m.lastReloadTime,
 		m.spansDropped, m.spansExported, m.exportErrors,
 		m.auditWritten, m.auditLost,
+		m.authFailures,
 		buildInfo,
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
@@ -185,6 +192,29 @@ func (m *Metrics) WatchEndpoints(states func() []EndpointState) {
 		return
 	}
 	m.reg.MustRegister(&endpointCollector{states: states})
+}
+
+// AuthFailed counts a call refused by authentication or authorization.
+func (m *Metrics) AuthFailed(reason, route string) {
+	if m != nil {
+		m.authFailures.WithLabelValues(reason, route).Inc()
+	}
+}
+
+// BreakerState is one backend's circuit breaker state, for
+// gatehouse_upstream_breaker_state: 0 closed, 1 half-open, 2 open.
+type BreakerState struct {
+	Backend string
+	State   int
+}
+
+// WatchBreakers makes gatehouse_upstream_breaker_state report what states
+// returns, read at each scrape. states must not block.
+func (m *Metrics) WatchBreakers(states func() []BreakerState) {
+	if m == nil || states == nil {
+		return
+	}
+	m.reg.MustRegister(&breakerCollector{states: states})
 }
 
 // AuditWritten and AuditLost count audit records written and lost.
@@ -270,5 +300,21 @@ func (c *endpointCollector) Collect(ch chan<- prometheus.Metric) {
 			v = 1
 		}
 		ch <- prometheus.MustNewConstMetric(endpointUpDesc, prometheus.GaugeValue, v, s.Backend, s.Endpoint)
+	}
+}
+
+// breakerCollector reports circuit breaker states at scrape time.
+type breakerCollector struct {
+	states func() []BreakerState
+}
+
+var breakerStateDesc = prometheus.NewDesc("gatehouse_upstream_breaker_state",
+	"The backend's circuit breaker: 0 closed, 1 half-open, 2 open. Backends without a breaker are absent.", []string{"backend"}, nil)
+
+func (c *breakerCollector) Describe(ch chan<- *prometheus.Desc) { ch <- breakerStateDesc }
+
+func (c *breakerCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.states() {
+		ch <- prometheus.MustNewConstMetric(breakerStateDesc, prometheus.GaugeValue, float64(s.State), s.Backend)
 	}
 }

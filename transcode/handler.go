@@ -605,7 +605,7 @@ func (b *binding) responseOf(resp protoreflect.Message, m runtime.Marshaler) pro
 		return resp.Interface()
 	}
 	useNumbers := false
-	if j, ok := m.(*runtime.JSONPb); ok {
+	if j, ok := jsonPb(m); ok {
 		useNumbers = j.UseEnumNumbers
 	}
 	cur := resp

@@ -321,3 +321,38 @@ func (p *Pool) Counters(name string) (Counters, bool) {
 		RetriesDenied: c.denied.Load(), Rejected: c.rejected.Load(),
 	}, true
 }
+
+// BreakerState is a backend circuit breaker's state, numbered as the
+// gatehouse_upstream_breaker_state gauge reports it.
+type BreakerState int
+
+const (
+	// BreakerClosed lets calls through.
+	BreakerClosed BreakerState = 0
+	// BreakerHalfOpen lets a few probe calls through.
+	BreakerHalfOpen BreakerState = 1
+	// BreakerOpen fails calls fast.
+	BreakerOpen BreakerState = 2
+)
+
+// Breakers returns the state of each backend's circuit breaker, by backend
+// name; backends without one are absent. It does not block on calls.
+func (p *Pool) Breakers() map[string]BreakerState {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	out := make(map[string]BreakerState, len(p.backends))
+	for name, b := range p.backends {
+		if b.shield.breaker == nil {
+			continue
+		}
+		switch b.shield.breaker.State() {
+		case gobreaker.StateOpen:
+			out[name] = BreakerOpen
+		case gobreaker.StateHalfOpen:
+			out[name] = BreakerHalfOpen
+		default:
+			out[name] = BreakerClosed
+		}
+	}
+	return out
+}

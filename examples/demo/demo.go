@@ -15,6 +15,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/edge"
 	"github.com/gatehouse-dev/gatehouse/examples/greeter"
 	"github.com/gatehouse-dev/gatehouse/examples/library"
+	filesv1 "github.com/gatehouse-dev/gatehouse/gen/examples/files/v1"
 	greeterv1 "github.com/gatehouse-dev/gatehouse/gen/examples/greeter/v1"
 	libraryv1 "github.com/gatehouse-dev/gatehouse/gen/examples/library/v1"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -57,6 +58,9 @@ func REST() []edge.RESTRegistrar {
 		},
 		func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
 			return libraryv1.RegisterLibraryServiceHandlerClient(ctx, mux, libraryv1.NewLibraryServiceClient(conn))
+		},
+		func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.ClientConn) error {
+			return filesv1.RegisterFileServiceHandlerClient(ctx, mux, filesv1.NewFileServiceClient(conn))
 		},
 	}
 }

@@ -26,10 +26,12 @@
 // (the gateway's raw frames) counts Len(), a proto.Message counts proto.Size,
 // anything else counts 0.
 //
-// The peer is the transport peer when it is a TCP address. When it is not
-// (an in-process connection from another part of the gateway, or a Unix
-// socket), the last hop of "x-forwarded-for", which that trusted component
-// appended, is preferred.
+// The peer is the client the gateway decided on when it attached a
+// callinfo.Source to the call (x-forwarded-for walked back over trusted
+// proxies only). Without one: the transport peer when it is a TCP address;
+// when it is not (an in-process connection from another part of the
+// gateway, or a Unix socket), the last hop of "x-forwarded-for", which that
+// trusted component appended.
 //
 // The request id is read by default from the "x-request-id" incoming
 // metadata, where the requestid interceptor (installed outside this one)

@@ -295,8 +295,9 @@ type Forward struct {
 	Remove []string
 	// Set lists the identity keys and values for the backend.
 	Set [][2]string
-	// IdentityKeys are the keys (and prefix, ending in "-") of the identity
-	// metadata, which nothing else may set.
+	// IdentityKeys are the keys of the identity metadata (and the internal
+	// JWT's), then the claims prefix, ending in "-": nothing else may set
+	// them.
 	IdentityKeys []string
 }
 
@@ -440,7 +441,7 @@ func (g *guard) authorize(ctx context.Context, method string) (context.Context, 
 			return nil, g.denyBy(ctx, codes.PermissionDenied, msgDenied, "rule", fmt.Sprintf("%s.auth.rules[%d]", r.Name, i), method, r.Name, detail)
 		}
 	}
-	f := &Forward{Route: r.Name, IdentityKeys: []string{g.o.subjectKey, g.o.credentialKey, g.o.claimsPrefix}}
+	f := &Forward{Route: r.Name, IdentityKeys: g.identityKeys()}
 	if !pol.forwardToken {
 		f.Remove = a.carriers(pol.require)
 	}
@@ -453,7 +454,25 @@ func (g *guard) authorize(ctx context.Context, method string) (context.Context, 
 			f.Set = append(f.Set, [2]string{g.o.claimsPrefix + name, v})
 		}
 	}
+	if m := g.o.minter; m != nil {
+		tok, err := m.Mint(chosen.principal, pol.forwardClaims)
+		if err != nil {
+			a.opts.logger.Error("internal JWT not signed; call refused", "method", method, "route", r.Name, "error", err)
+			return nil, status.Error(codes.Internal, "gatehouse: internal error")
+		}
+		f.Set = append(f.Set, [2]string{m.Header(), "Bearer " + tok})
+	}
 	return approve(chosen, f), nil
+}
+
+// identityKeys are the metadata keys (and, last, the claims prefix) that
+// only the gateway sets.
+func (g *guard) identityKeys() []string {
+	keys := []string{g.o.subjectKey, g.o.credentialKey}
+	if g.o.minter != nil {
+		keys = append(keys, g.o.minter.Header())
+	}
+	return append(keys, g.o.claimsPrefix)
 }
 
 func (g *guard) deny(ctx context.Context, code codes.Code, msg, reason, method, route, detail string) error {
@@ -469,6 +488,9 @@ func (g *guard) denyBy(ctx context.Context, code codes.Code, msg, reason, by, me
 	a.mu.Lock()
 	a.denials[reason]++
 	a.mu.Unlock()
+	if a.opts.onDeny != nil {
+		a.opts.onDeny(reason, route)
+	}
 	callinfo.From(ctx).SetDecision(callinfo.Decision{Denied: true, By: by})
 	a.opts.logger.Info("call refused", "method", method, "route", route, "code", code.String(), "reason", reason, "detail", detail)
 	return status.Error(code, msg)
@@ -490,7 +512,7 @@ func (g *guard) vars(ctx context.Context, c *call, method, route string, res *re
 	if strings.HasPrefix(res.principal.Credential, "apikey:") {
 		labels = claims
 	}
-	peer := map[string]any{"address": peerIP(ctx, c.md, c.inProc), "uri_sans": []string{}, "dns_sans": []string{}}
+	peer := map[string]any{"address": peerIP(ctx, c.md), "uri_sans": []string{}, "dns_sans": []string{}}
 	if c.cert != nil {
 		peer["uri_sans"] = c.cert.uris
 		peer["dns_sans"] = c.cert.dns

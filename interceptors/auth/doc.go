@@ -35,10 +35,12 @@
 // router matches routes' claims conditions on it) and in its callinfo.Info
 // (the access log and the audit trail read it there), and its [Forward]:
 // the identity metadata the backend gets (x-gatehouse-subject,
-// x-gatehouse-credential, x-gatehouse-claims-<name>) and the credential
-// headers stripped unless the route relays the token. The director strips
-// every inbound x-gatehouse-* key before that, so no client can claim an
-// identity.
+// x-gatehouse-credential, x-gatehouse-claims-<name>; [WithIdentityKeys]
+// renames them), with [WithInternalJWT] a short-lived token signed by the
+// gateway ([Minter]), and the credential headers stripped unless the route
+// relays the token. The gateway strips every inbound key under those names
+// before that, so no client can claim an identity. Refusals are counted by
+// reason and route ([WithDenialHook]).
 //
 // Install it after the access log and audit, before quotas and validation,
 // and install both variants: proxied calls pass only through stream

@@ -20,6 +20,7 @@ type options struct {
 	filePoll      time.Duration
 	fetchTimeout  time.Duration
 	onFetch       func(provider string, err error)
+	onDeny        func(reason, route string)
 
 	// interceptor options
 	requireAuth   bool
@@ -27,6 +28,7 @@ type options struct {
 	subjectKey    string
 	credentialKey string
 	claimsPrefix  string
+	minter        *Minter
 }
 
 func defaultOptions() options {
@@ -153,4 +155,19 @@ func WithIdentityKeys(subject, credential, claimsPrefix string) Option {
 			o.claimsPrefix = claimsPrefix
 		}
 	})
+}
+
+// WithDenialHook sets a function called for each refused call with its
+// reason (as [Authenticator.Denials] counts it) and route ("" when no route
+// took the call), for metrics. It must not block.
+func WithDenialHook(f func(reason, route string)) Option {
+	return optionFunc(func(o *options) { o.onDeny = f })
+}
+
+// WithInternalJWT makes the interceptors give every call they approve with
+// a verified credential a token that m signs, in the metadata key
+// m.Header() as "Bearer <token>", carrying the route's forwarded claims.
+// Nil: none (the default).
+func WithInternalJWT(m *Minter) Option {
+	return optionFunc(func(o *options) { o.minter = m })
 }

@@ -4,13 +4,14 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"net"
 	"net/url"
 	"strings"
 
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
+
+	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 )
 
 // Metadata keys that the gateway's REST path sets on the in-process call
@@ -180,30 +181,12 @@ func CertMetadata(verifiedChains [][]*x509.Certificate) metadata.MD {
 	return md
 }
 
-// peerIP is the client's address: for REST calls the last x-forwarded-for
-// hop, which grpc-gateway appends from the HTTP peer.
-func peerIP(ctx context.Context, md metadata.MD, inProc bool) string {
-	if inProc {
-		v := md["x-forwarded-for"]
-		if len(v) == 0 {
-			return ""
-		}
-		last := v[len(v)-1]
-		if i := strings.LastIndexByte(last, ','); i >= 0 {
-			last = last[i+1:]
-		}
-		return strings.TrimSpace(last)
+// peerIP is the client's address (callinfo.Source): the transport peer,
+// or for REST calls the x-forwarded-for hop the gateway appended from the
+// HTTP peer, walked back over the trusted proxies; "" when unknown.
+func peerIP(ctx context.Context, md metadata.MD) string {
+	if a := callinfo.SourceOf(ctx, md).Addr; a.IsValid() {
+		return a.String()
 	}
-	p, ok := peer.FromContext(ctx)
-	if !ok || p.Addr == nil {
-		return ""
-	}
-	if ta, ok := p.Addr.(*net.TCPAddr); ok {
-		return ta.IP.String()
-	}
-	host, _, err := net.SplitHostPort(p.Addr.String())
-	if err != nil {
-		return p.Addr.String()
-	}
-	return host
+	return ""
 }

@@ -12,14 +12,30 @@ import (
 	"google.golang.org/grpc/status"
 )
 
-// ClientAddr returns the client's address for logs and records: the
-// transport peer when it is TCP, else the last x-forwarded-for hop (REST
-// calls arrive over the in-process connection, and grpc-gateway appends
-// the HTTP client there), else whatever the peer is.
+// ClientAddr returns the client's address for logs and records. When the
+// gateway attached the call's Source (WithSource), that is its client: the
+// transport peer ("ip:port") when it is the client itself, else the client
+// IP that the trusted hops report. Without one: the transport peer when it
+// is TCP, else the last x-forwarded-for hop (REST calls arrive over the
+// in-process connection, and grpc-gateway appends the HTTP client there),
+// else whatever the peer is.
 func ClientAddr(ctx context.Context) string {
 	p, ok := peer.FromContext(ctx)
+	if s, attached := ctx.Value(sourceKey{}).(Source); attached {
+		switch {
+		case s.Direct && ok && p.Addr != nil:
+			return p.Addr.String()
+		case s.Addr.IsValid():
+			return s.Addr.String()
+		case ok && p.Addr != nil:
+			return p.Addr.String()
+		}
+		return ""
+	}
 	if ok && p.Addr != nil {
-		if _, tcp := p.Addr.(*net.TCPAddr); tcp {
+		// grpc.Server.ServeHTTP's peers are "ip:port" strings of network
+		// "tcp".
+		if _, tcp := p.Addr.(*net.TCPAddr); tcp || p.Addr.Network() == "tcp" {
 			return p.Addr.String()
 		}
 	}
