@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"io"
 	"net/http"
 	"strings"
@@ -59,6 +60,28 @@ func outgoingHeader(key string) (string, bool) {
 		return "", false
 	}
 	return key, true
+}
+
+// responseHeaderRule is the configured rule (rest.response_headers) that
+// turns backend response metadata (or trailers) into HTTP headers: never
+// hop-by-hop or grpc-* keys, never the dropped ones, the rest under the
+// configured prefix.
+func responseHeaderRule(rule *configv1.ResponseHeaders, trailers bool) runtime.HeaderMatcherFunc {
+	drop := map[string]bool{}
+	for _, k := range rule.GetDrop() {
+		drop[strings.ToLower(k)] = true
+	}
+	prefix := rule.GetPrefix()
+	if trailers {
+		prefix = rule.GetTrailerPrefix()
+	}
+	return func(key string) (string, bool) {
+		name, ok := outgoingHeader(key)
+		if !ok || drop[strings.ToLower(key)] || (trailers && rule.GetDropTrailers()) {
+			return "", false
+		}
+		return prefix + name, true
+	}
 }
 
 // newRESTMux returns a grpc-gateway mux with Gatehouse's header rules and

@@ -283,6 +283,8 @@ func (g *Gateway) restMuxOptions(set *transcode.Set) []runtime.ServeMuxOption {
 	types := set.Types()
 	return []runtime.ServeMuxOption{
 		runtime.WithIncomingHeaderMatcher(g.forwardedHeader),
+		runtime.WithOutgoingHeaderMatcher(responseHeaderRule(rc.GetResponseHeaders(), false)),
+		runtime.WithOutgoingTrailerMatcher(responseHeaderRule(rc.GetResponseHeaders(), true)),
 		// JSON, with google.api.HttpBody and multipart/form-data bodies
 		// (bodies.go).
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, newBodyMarshaler(&runtime.JSONPb{

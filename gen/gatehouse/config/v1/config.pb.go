@@ -767,8 +767,12 @@ type Rest struct {
 	// accept-language, user-agent, x-forwarded-for, and the headers that
 	// routes match on.
 	ForwardHeaders []string `protobuf:"bytes,5,rep,name=forward_headers,json=forwardHeaders,proto3" json:"forward_headers,omitempty"`
-	unknownFields  protoimpl.UnknownFields
-	sizeCache      protoimpl.SizeCache
+	// How backend response metadata and trailers become HTTP response
+	// headers. Default: under their own names, hop-by-hop and grpc-* keys
+	// never.
+	ResponseHeaders *ResponseHeaders `protobuf:"bytes,6,opt,name=response_headers,json=responseHeaders,proto3" json:"response_headers,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Rest) Reset() {
@@ -836,6 +840,91 @@ func (x *Rest) GetForwardHeaders() []string {
 	return nil
 }
 
+func (x *Rest) GetResponseHeaders() *ResponseHeaders {
+	if x != nil {
+		return x.ResponseHeaders
+	}
+	return nil
+}
+
+// ResponseHeaders is the rule that maps backend response metadata to HTTP
+// headers for REST clients.
+type ResponseHeaders struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// A prefix put before every forwarded name, e.g. "Grpc-Metadata-" as
+	// grpc-gateway's default does. Default "" (names as the backend sent
+	// them).
+	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
+	// Metadata keys never returned to REST clients, lower case.
+	Drop []string `protobuf:"bytes,2,rep,name=drop,proto3" json:"drop,omitempty"`
+	// Leave trailers out of the HTTP response (they are sent as headers
+	// otherwise, under trailer_prefix). Default false.
+	DropTrailers bool `protobuf:"varint,3,opt,name=drop_trailers,json=dropTrailers,proto3" json:"drop_trailers,omitempty"`
+	// A prefix put before every forwarded trailer name. Default "" (as
+	// headers).
+	TrailerPrefix string `protobuf:"bytes,4,opt,name=trailer_prefix,json=trailerPrefix,proto3" json:"trailer_prefix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ResponseHeaders) Reset() {
+	*x = ResponseHeaders{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ResponseHeaders) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ResponseHeaders) ProtoMessage() {}
+
+func (x *ResponseHeaders) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ResponseHeaders.ProtoReflect.Descriptor instead.
+func (*ResponseHeaders) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *ResponseHeaders) GetPrefix() string {
+	if x != nil {
+		return x.Prefix
+	}
+	return ""
+}
+
+func (x *ResponseHeaders) GetDrop() []string {
+	if x != nil {
+		return x.Drop
+	}
+	return nil
+}
+
+func (x *ResponseHeaders) GetDropTrailers() bool {
+	if x != nil {
+		return x.DropTrailers
+	}
+	return false
+}
+
+func (x *ResponseHeaders) GetTrailerPrefix() string {
+	if x != nil {
+		return x.TrailerPrefix
+	}
+	return ""
+}
+
 // Quota sets rate limits and calendar quotas. Every policy that applies to a
 // call must pass.
 type Quota struct {
@@ -855,7 +944,7 @@ type Quota struct {
 
 func (x *Quota) Reset() {
 	*x = Quota{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -867,7 +956,7 @@ func (x *Quota) String() string {
 func (*Quota) ProtoMessage() {}
 
 func (x *Quota) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[9]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -880,7 +969,7 @@ func (x *Quota) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Quota.ProtoReflect.Descriptor instead.
 func (*Quota) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{9}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Quota) GetStore() *QuotaStore {
@@ -915,7 +1004,7 @@ type QuotaStore struct {
 
 func (x *QuotaStore) Reset() {
 	*x = QuotaStore{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -927,7 +1016,7 @@ func (x *QuotaStore) String() string {
 func (*QuotaStore) ProtoMessage() {}
 
 func (x *QuotaStore) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[10]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -940,7 +1029,7 @@ func (x *QuotaStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaStore.ProtoReflect.Descriptor instead.
 func (*QuotaStore) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{10}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *QuotaStore) GetRedis() *RedisStore {
@@ -978,7 +1067,7 @@ type RedisStore struct {
 
 func (x *RedisStore) Reset() {
 	*x = RedisStore{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -990,7 +1079,7 @@ func (x *RedisStore) String() string {
 func (*RedisStore) ProtoMessage() {}
 
 func (x *RedisStore) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[11]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1003,7 +1092,7 @@ func (x *RedisStore) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RedisStore.ProtoReflect.Descriptor instead.
 func (*RedisStore) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{11}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *RedisStore) GetAddresses() []string {
@@ -1092,7 +1181,7 @@ type QuotaPolicy struct {
 
 func (x *QuotaPolicy) Reset() {
 	*x = QuotaPolicy{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1104,7 +1193,7 @@ func (x *QuotaPolicy) String() string {
 func (*QuotaPolicy) ProtoMessage() {}
 
 func (x *QuotaPolicy) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[12]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1117,7 +1206,7 @@ func (x *QuotaPolicy) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaPolicy.ProtoReflect.Descriptor instead.
 func (*QuotaPolicy) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{12}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *QuotaPolicy) GetName() string {
@@ -1192,7 +1281,7 @@ type Rate struct {
 
 func (x *Rate) Reset() {
 	*x = Rate{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1204,7 +1293,7 @@ func (x *Rate) String() string {
 func (*Rate) ProtoMessage() {}
 
 func (x *Rate) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[13]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1217,7 +1306,7 @@ func (x *Rate) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rate.ProtoReflect.Descriptor instead.
 func (*Rate) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{13}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
 }
 
 func (x *Rate) GetRequests() uint32 {
@@ -1254,7 +1343,7 @@ type QuotaLimit struct {
 
 func (x *QuotaLimit) Reset() {
 	*x = QuotaLimit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1266,7 +1355,7 @@ func (x *QuotaLimit) String() string {
 func (*QuotaLimit) ProtoMessage() {}
 
 func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[14]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1279,7 +1368,7 @@ func (x *QuotaLimit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use QuotaLimit.ProtoReflect.Descriptor instead.
 func (*QuotaLimit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{14}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
 }
 
 func (x *QuotaLimit) GetRequests() uint64 {
@@ -1331,7 +1420,7 @@ type Listener struct {
 
 func (x *Listener) Reset() {
 	*x = Listener{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1343,7 +1432,7 @@ func (x *Listener) String() string {
 func (*Listener) ProtoMessage() {}
 
 func (x *Listener) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[15]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1356,7 +1445,7 @@ func (x *Listener) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Listener.ProtoReflect.Descriptor instead.
 func (*Listener) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{15}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
 }
 
 func (x *Listener) GetName() string {
@@ -1449,7 +1538,7 @@ type Cors struct {
 
 func (x *Cors) Reset() {
 	*x = Cors{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1461,7 +1550,7 @@ func (x *Cors) String() string {
 func (*Cors) ProtoMessage() {}
 
 func (x *Cors) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[16]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1474,7 +1563,7 @@ func (x *Cors) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Cors.ProtoReflect.Descriptor instead.
 func (*Cors) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{16}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *Cors) GetAllowedOrigins() []string {
@@ -1547,7 +1636,7 @@ type ListenerTls struct {
 
 func (x *ListenerTls) Reset() {
 	*x = ListenerTls{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1559,7 +1648,7 @@ func (x *ListenerTls) String() string {
 func (*ListenerTls) ProtoMessage() {}
 
 func (x *ListenerTls) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[17]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1572,7 +1661,7 @@ func (x *ListenerTls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListenerTls.ProtoReflect.Descriptor instead.
 func (*ListenerTls) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{17}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
 }
 
 func (x *ListenerTls) GetCertFile() string {
@@ -1624,7 +1713,7 @@ type Admin struct {
 
 func (x *Admin) Reset() {
 	*x = Admin{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1636,7 +1725,7 @@ func (x *Admin) String() string {
 func (*Admin) ProtoMessage() {}
 
 func (x *Admin) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[18]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1649,7 +1738,7 @@ func (x *Admin) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Admin.ProtoReflect.Descriptor instead.
 func (*Admin) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{18}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *Admin) GetAddress() string {
@@ -1696,7 +1785,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1708,7 +1797,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[19]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1721,7 +1810,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{19}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *Limits) GetMaxConcurrentStreams() uint32 {
@@ -1794,7 +1883,7 @@ type Keepalive struct {
 
 func (x *Keepalive) Reset() {
 	*x = Keepalive{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1806,7 +1895,7 @@ func (x *Keepalive) String() string {
 func (*Keepalive) ProtoMessage() {}
 
 func (x *Keepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1819,7 +1908,7 @@ func (x *Keepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keepalive.ProtoReflect.Descriptor instead.
 func (*Keepalive) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Keepalive) GetMinPingInterval() *durationpb.Duration {
@@ -1892,7 +1981,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1904,7 +1993,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1917,7 +2006,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Backend) GetName() string {
@@ -2016,7 +2105,7 @@ type BackendTls struct {
 
 func (x *BackendTls) Reset() {
 	*x = BackendTls{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2028,7 +2117,7 @@ func (x *BackendTls) String() string {
 func (*BackendTls) ProtoMessage() {}
 
 func (x *BackendTls) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2041,7 +2130,7 @@ func (x *BackendTls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendTls.ProtoReflect.Descriptor instead.
 func (*BackendTls) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *BackendTls) GetCaFile() string {
@@ -2090,7 +2179,7 @@ type Schema struct {
 
 func (x *Schema) Reset() {
 	*x = Schema{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2102,7 +2191,7 @@ func (x *Schema) String() string {
 func (*Schema) ProtoMessage() {}
 
 func (x *Schema) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2115,7 +2204,7 @@ func (x *Schema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schema.ProtoReflect.Descriptor instead.
 func (*Schema) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *Schema) GetReflection() *ReflectionSource {
@@ -2150,7 +2239,7 @@ type ReflectionSource struct {
 
 func (x *ReflectionSource) Reset() {
 	*x = ReflectionSource{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2162,7 +2251,7 @@ func (x *ReflectionSource) String() string {
 func (*ReflectionSource) ProtoMessage() {}
 
 func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2175,7 +2264,7 @@ func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReflectionSource.ProtoReflect.Descriptor instead.
 func (*ReflectionSource) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *ReflectionSource) GetRefreshInterval() *durationpb.Duration {
@@ -2205,7 +2294,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2217,7 +2306,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2230,7 +2319,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *HealthCheck) GetInterval() *durationpb.Duration {
@@ -2297,7 +2386,7 @@ type CircuitBreaker struct {
 
 func (x *CircuitBreaker) Reset() {
 	*x = CircuitBreaker{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2309,7 +2398,7 @@ func (x *CircuitBreaker) String() string {
 func (*CircuitBreaker) ProtoMessage() {}
 
 func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2322,7 +2411,7 @@ func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
 func (*CircuitBreaker) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *CircuitBreaker) GetMaxConcurrent() uint32 {
@@ -2394,7 +2483,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2406,7 +2495,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2419,7 +2508,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *OutlierDetection) GetConsecutiveFailures() uint32 {
@@ -2503,7 +2592,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2515,7 +2604,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2528,7 +2617,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *Route) GetName() string {
@@ -2657,7 +2746,7 @@ type RouteAuth struct {
 
 func (x *RouteAuth) Reset() {
 	*x = RouteAuth{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2669,7 +2758,7 @@ func (x *RouteAuth) String() string {
 func (*RouteAuth) ProtoMessage() {}
 
 func (x *RouteAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2682,7 +2771,7 @@ func (x *RouteAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAuth.ProtoReflect.Descriptor instead.
 func (*RouteAuth) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *RouteAuth) GetRequire() []string {
@@ -2726,7 +2815,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2738,7 +2827,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2751,7 +2840,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *WeightedBackend) GetBackend() string {
@@ -2781,7 +2870,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2793,7 +2882,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2806,7 +2895,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *Mirror) GetBackend() string {
@@ -2839,7 +2928,7 @@ type MetadataActions struct {
 
 func (x *MetadataActions) Reset() {
 	*x = MetadataActions{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2851,7 +2940,7 @@ func (x *MetadataActions) String() string {
 func (*MetadataActions) ProtoMessage() {}
 
 func (x *MetadataActions) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2864,7 +2953,7 @@ func (x *MetadataActions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataActions.ProtoReflect.Descriptor instead.
 func (*MetadataActions) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *MetadataActions) GetRemove() []string {
@@ -2901,7 +2990,7 @@ type MetadataValue struct {
 
 func (x *MetadataValue) Reset() {
 	*x = MetadataValue{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2913,7 +3002,7 @@ func (x *MetadataValue) String() string {
 func (*MetadataValue) ProtoMessage() {}
 
 func (x *MetadataValue) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2926,7 +3015,7 @@ func (x *MetadataValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataValue.ProtoReflect.Descriptor instead.
 func (*MetadataValue) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MetadataValue) GetName() string {
@@ -2959,7 +3048,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2971,7 +3060,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2984,7 +3073,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *Rewrite) GetService() string {
@@ -3015,7 +3104,7 @@ type DirectResponse struct {
 
 func (x *DirectResponse) Reset() {
 	*x = DirectResponse{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3027,7 +3116,7 @@ func (x *DirectResponse) String() string {
 func (*DirectResponse) ProtoMessage() {}
 
 func (x *DirectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3040,7 +3129,7 @@ func (x *DirectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
 func (*DirectResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *DirectResponse) GetCode() string {
@@ -3077,7 +3166,7 @@ type Timeout struct {
 
 func (x *Timeout) Reset() {
 	*x = Timeout{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3089,7 +3178,7 @@ func (x *Timeout) String() string {
 func (*Timeout) ProtoMessage() {}
 
 func (x *Timeout) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3102,7 +3191,7 @@ func (x *Timeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeout.ProtoReflect.Descriptor instead.
 func (*Timeout) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *Timeout) GetDefault() *durationpb.Duration {
@@ -3152,7 +3241,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3164,7 +3253,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3177,7 +3266,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -3236,7 +3325,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3248,7 +3337,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3261,7 +3350,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Backoff) GetBase() *durationpb.Duration {
@@ -3321,7 +3410,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3333,7 +3422,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3346,7 +3435,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Match) GetMethod() string {
@@ -3444,7 +3533,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3456,7 +3545,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3469,7 +3558,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *PathMatch) GetKind() isPathMatch_Kind {
@@ -3558,7 +3647,7 @@ type MetadataMatch struct {
 
 func (x *MetadataMatch) Reset() {
 	*x = MetadataMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3570,7 +3659,7 @@ func (x *MetadataMatch) String() string {
 func (*MetadataMatch) ProtoMessage() {}
 
 func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3583,7 +3672,7 @@ func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatch.ProtoReflect.Descriptor instead.
 func (*MetadataMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *MetadataMatch) GetName() string {
@@ -3719,7 +3808,7 @@ type Logging struct {
 
 func (x *Logging) Reset() {
 	*x = Logging{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3731,7 +3820,7 @@ func (x *Logging) String() string {
 func (*Logging) ProtoMessage() {}
 
 func (x *Logging) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3744,7 +3833,7 @@ func (x *Logging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logging.ProtoReflect.Descriptor instead.
 func (*Logging) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *Logging) GetLevel() string {
@@ -3770,7 +3859,7 @@ type Telemetry struct {
 
 func (x *Telemetry) Reset() {
 	*x = Telemetry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3782,7 +3871,7 @@ func (x *Telemetry) String() string {
 func (*Telemetry) ProtoMessage() {}
 
 func (x *Telemetry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3795,7 +3884,7 @@ func (x *Telemetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
 func (*Telemetry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Telemetry) GetTracing() *Tracing {
@@ -3838,7 +3927,7 @@ type Tracing struct {
 
 func (x *Tracing) Reset() {
 	*x = Tracing{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3850,7 +3939,7 @@ func (x *Tracing) String() string {
 func (*Tracing) ProtoMessage() {}
 
 func (x *Tracing) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3863,7 +3952,7 @@ func (x *Tracing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
 func (*Tracing) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Tracing) GetOtlp() *Otlp {
@@ -3909,7 +3998,7 @@ type Otlp struct {
 
 func (x *Otlp) Reset() {
 	*x = Otlp{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3921,7 +4010,7 @@ func (x *Otlp) String() string {
 func (*Otlp) ProtoMessage() {}
 
 func (x *Otlp) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3934,7 +4023,7 @@ func (x *Otlp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Otlp.ProtoReflect.Descriptor instead.
 func (*Otlp) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Otlp) GetEndpoint() string {
@@ -3979,7 +4068,7 @@ type AccessLog struct {
 
 func (x *AccessLog) Reset() {
 	*x = AccessLog{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3991,7 +4080,7 @@ func (x *AccessLog) String() string {
 func (*AccessLog) ProtoMessage() {}
 
 func (x *AccessLog) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4004,7 +4093,7 @@ func (x *AccessLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
 func (*AccessLog) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *AccessLog) GetDisabled() bool {
@@ -4053,7 +4142,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4065,7 +4154,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4078,7 +4167,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{47}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *Metrics) GetDisabled() bool {
@@ -4116,7 +4205,7 @@ type Audit struct {
 
 func (x *Audit) Reset() {
 	*x = Audit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4128,7 +4217,7 @@ func (x *Audit) String() string {
 func (*Audit) ProtoMessage() {}
 
 func (x *Audit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4141,7 +4230,7 @@ func (x *Audit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Audit.ProtoReflect.Descriptor instead.
 func (*Audit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{48}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Audit) GetFile() string {
@@ -4199,7 +4288,7 @@ type AuditCapture struct {
 
 func (x *AuditCapture) Reset() {
 	*x = AuditCapture{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4211,7 +4300,7 @@ func (x *AuditCapture) String() string {
 func (*AuditCapture) ProtoMessage() {}
 
 func (x *AuditCapture) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4224,7 +4313,7 @@ func (x *AuditCapture) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCapture.ProtoReflect.Descriptor instead.
 func (*AuditCapture) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{49}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *AuditCapture) GetRoute() string {
@@ -4309,13 +4398,19 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x06labels\x18\x03 \x03(\v2'.gatehouse.config.v1.ApiKey.LabelsEntryR\x06labels\x1a9\n" +
 	"\vLabelsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xe5\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\xb6\x02\n" +
 	"\x04Rest\x12)\n" +
 	"\x10emit_unpopulated\x18\x01 \x01(\bR\x0femitUnpopulated\x12&\n" +
 	"\x0fuse_proto_names\x18\x02 \x01(\bR\ruseProtoNames\x12\"\n" +
 	"\renums_as_ints\x18\x03 \x01(\bR\venumsAsInts\x12!\n" +
 	"\fstrict_query\x18\x04 \x01(\bR\vstrictQuery\x12C\n" +
-	"\x0fforward_headers\x18\x05 \x03(\tB\x1a\xbaH\x17\x92\x01\x14\"\x12r\x102\x0e^[a-z0-9_.-]+$R\x0eforwardHeaders\"\xa2\x01\n" +
+	"\x0fforward_headers\x18\x05 \x03(\tB\x1a\xbaH\x17\x92\x01\x14\"\x12r\x102\x0e^[a-z0-9_.-]+$R\x0eforwardHeaders\x12O\n" +
+	"\x10response_headers\x18\x06 \x01(\v2$.gatehouse.config.v1.ResponseHeadersR\x0fresponseHeaders\"\xd5\x01\n" +
+	"\x0fResponseHeaders\x12.\n" +
+	"\x06prefix\x18\x01 \x01(\tB\x16\xbaH\x13r\x112\x0f^[A-Za-z0-9-]*$R\x06prefix\x12.\n" +
+	"\x04drop\x18\x02 \x03(\tB\x1a\xbaH\x17\x92\x01\x14\"\x12r\x102\x0e^[a-z0-9_.-]+$R\x04drop\x12#\n" +
+	"\rdrop_trailers\x18\x03 \x01(\bR\fdropTrailers\x12=\n" +
+	"\x0etrailer_prefix\x18\x04 \x01(\tB\x16\xbaH\x13r\x112\x0f^[A-Za-z0-9-]*$R\rtrailerPrefix\"\xa2\x01\n" +
 	"\x05Quota\x125\n" +
 	"\x05store\x18\x01 \x01(\v2\x1f.gatehouse.config.v1.QuotaStoreR\x05store\x12$\n" +
 	"\breplicas\x18\x02 \x01(\rB\b\xbaH\x05*\x03\x18\x90NR\breplicas\x12<\n" +
@@ -4608,7 +4703,7 @@ func file_gatehouse_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_gatehouse_config_v1_config_proto_rawDescData
 }
 
-var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 52)
+var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
 var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Config)(nil),              // 0: gatehouse.config.v1.Config
 	(*Authentication)(nil),      // 1: gatehouse.config.v1.Authentication
@@ -4619,140 +4714,142 @@ var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*ApiKeySet)(nil),           // 6: gatehouse.config.v1.ApiKeySet
 	(*ApiKey)(nil),              // 7: gatehouse.config.v1.ApiKey
 	(*Rest)(nil),                // 8: gatehouse.config.v1.Rest
-	(*Quota)(nil),               // 9: gatehouse.config.v1.Quota
-	(*QuotaStore)(nil),          // 10: gatehouse.config.v1.QuotaStore
-	(*RedisStore)(nil),          // 11: gatehouse.config.v1.RedisStore
-	(*QuotaPolicy)(nil),         // 12: gatehouse.config.v1.QuotaPolicy
-	(*Rate)(nil),                // 13: gatehouse.config.v1.Rate
-	(*QuotaLimit)(nil),          // 14: gatehouse.config.v1.QuotaLimit
-	(*Listener)(nil),            // 15: gatehouse.config.v1.Listener
-	(*Cors)(nil),                // 16: gatehouse.config.v1.Cors
-	(*ListenerTls)(nil),         // 17: gatehouse.config.v1.ListenerTls
-	(*Admin)(nil),               // 18: gatehouse.config.v1.Admin
-	(*Limits)(nil),              // 19: gatehouse.config.v1.Limits
-	(*Keepalive)(nil),           // 20: gatehouse.config.v1.Keepalive
-	(*Backend)(nil),             // 21: gatehouse.config.v1.Backend
-	(*BackendTls)(nil),          // 22: gatehouse.config.v1.BackendTls
-	(*Schema)(nil),              // 23: gatehouse.config.v1.Schema
-	(*ReflectionSource)(nil),    // 24: gatehouse.config.v1.ReflectionSource
-	(*HealthCheck)(nil),         // 25: gatehouse.config.v1.HealthCheck
-	(*CircuitBreaker)(nil),      // 26: gatehouse.config.v1.CircuitBreaker
-	(*OutlierDetection)(nil),    // 27: gatehouse.config.v1.OutlierDetection
-	(*Route)(nil),               // 28: gatehouse.config.v1.Route
-	(*RouteAuth)(nil),           // 29: gatehouse.config.v1.RouteAuth
-	(*WeightedBackend)(nil),     // 30: gatehouse.config.v1.WeightedBackend
-	(*Mirror)(nil),              // 31: gatehouse.config.v1.Mirror
-	(*MetadataActions)(nil),     // 32: gatehouse.config.v1.MetadataActions
-	(*MetadataValue)(nil),       // 33: gatehouse.config.v1.MetadataValue
-	(*Rewrite)(nil),             // 34: gatehouse.config.v1.Rewrite
-	(*DirectResponse)(nil),      // 35: gatehouse.config.v1.DirectResponse
-	(*Timeout)(nil),             // 36: gatehouse.config.v1.Timeout
-	(*Retry)(nil),               // 37: gatehouse.config.v1.Retry
-	(*Backoff)(nil),             // 38: gatehouse.config.v1.Backoff
-	(*Match)(nil),               // 39: gatehouse.config.v1.Match
-	(*PathMatch)(nil),           // 40: gatehouse.config.v1.PathMatch
-	(*MetadataMatch)(nil),       // 41: gatehouse.config.v1.MetadataMatch
-	(*Logging)(nil),             // 42: gatehouse.config.v1.Logging
-	(*Telemetry)(nil),           // 43: gatehouse.config.v1.Telemetry
-	(*Tracing)(nil),             // 44: gatehouse.config.v1.Tracing
-	(*Otlp)(nil),                // 45: gatehouse.config.v1.Otlp
-	(*AccessLog)(nil),           // 46: gatehouse.config.v1.AccessLog
-	(*Metrics)(nil),             // 47: gatehouse.config.v1.Metrics
-	(*Audit)(nil),               // 48: gatehouse.config.v1.Audit
-	(*AuditCapture)(nil),        // 49: gatehouse.config.v1.AuditCapture
-	nil,                         // 50: gatehouse.config.v1.ApiKey.LabelsEntry
-	nil,                         // 51: gatehouse.config.v1.Backend.EndpointWeightsEntry
-	(*durationpb.Duration)(nil), // 52: google.protobuf.Duration
+	(*ResponseHeaders)(nil),     // 9: gatehouse.config.v1.ResponseHeaders
+	(*Quota)(nil),               // 10: gatehouse.config.v1.Quota
+	(*QuotaStore)(nil),          // 11: gatehouse.config.v1.QuotaStore
+	(*RedisStore)(nil),          // 12: gatehouse.config.v1.RedisStore
+	(*QuotaPolicy)(nil),         // 13: gatehouse.config.v1.QuotaPolicy
+	(*Rate)(nil),                // 14: gatehouse.config.v1.Rate
+	(*QuotaLimit)(nil),          // 15: gatehouse.config.v1.QuotaLimit
+	(*Listener)(nil),            // 16: gatehouse.config.v1.Listener
+	(*Cors)(nil),                // 17: gatehouse.config.v1.Cors
+	(*ListenerTls)(nil),         // 18: gatehouse.config.v1.ListenerTls
+	(*Admin)(nil),               // 19: gatehouse.config.v1.Admin
+	(*Limits)(nil),              // 20: gatehouse.config.v1.Limits
+	(*Keepalive)(nil),           // 21: gatehouse.config.v1.Keepalive
+	(*Backend)(nil),             // 22: gatehouse.config.v1.Backend
+	(*BackendTls)(nil),          // 23: gatehouse.config.v1.BackendTls
+	(*Schema)(nil),              // 24: gatehouse.config.v1.Schema
+	(*ReflectionSource)(nil),    // 25: gatehouse.config.v1.ReflectionSource
+	(*HealthCheck)(nil),         // 26: gatehouse.config.v1.HealthCheck
+	(*CircuitBreaker)(nil),      // 27: gatehouse.config.v1.CircuitBreaker
+	(*OutlierDetection)(nil),    // 28: gatehouse.config.v1.OutlierDetection
+	(*Route)(nil),               // 29: gatehouse.config.v1.Route
+	(*RouteAuth)(nil),           // 30: gatehouse.config.v1.RouteAuth
+	(*WeightedBackend)(nil),     // 31: gatehouse.config.v1.WeightedBackend
+	(*Mirror)(nil),              // 32: gatehouse.config.v1.Mirror
+	(*MetadataActions)(nil),     // 33: gatehouse.config.v1.MetadataActions
+	(*MetadataValue)(nil),       // 34: gatehouse.config.v1.MetadataValue
+	(*Rewrite)(nil),             // 35: gatehouse.config.v1.Rewrite
+	(*DirectResponse)(nil),      // 36: gatehouse.config.v1.DirectResponse
+	(*Timeout)(nil),             // 37: gatehouse.config.v1.Timeout
+	(*Retry)(nil),               // 38: gatehouse.config.v1.Retry
+	(*Backoff)(nil),             // 39: gatehouse.config.v1.Backoff
+	(*Match)(nil),               // 40: gatehouse.config.v1.Match
+	(*PathMatch)(nil),           // 41: gatehouse.config.v1.PathMatch
+	(*MetadataMatch)(nil),       // 42: gatehouse.config.v1.MetadataMatch
+	(*Logging)(nil),             // 43: gatehouse.config.v1.Logging
+	(*Telemetry)(nil),           // 44: gatehouse.config.v1.Telemetry
+	(*Tracing)(nil),             // 45: gatehouse.config.v1.Tracing
+	(*Otlp)(nil),                // 46: gatehouse.config.v1.Otlp
+	(*AccessLog)(nil),           // 47: gatehouse.config.v1.AccessLog
+	(*Metrics)(nil),             // 48: gatehouse.config.v1.Metrics
+	(*Audit)(nil),               // 49: gatehouse.config.v1.Audit
+	(*AuditCapture)(nil),        // 50: gatehouse.config.v1.AuditCapture
+	nil,                         // 51: gatehouse.config.v1.ApiKey.LabelsEntry
+	nil,                         // 52: gatehouse.config.v1.Backend.EndpointWeightsEntry
+	(*durationpb.Duration)(nil), // 53: google.protobuf.Duration
 }
 var file_gatehouse_config_v1_config_proto_depIdxs = []int32{
-	15, // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
-	18, // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
-	21, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
-	28, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
-	42, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
-	52, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
-	43, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
-	48, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
+	16, // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
+	19, // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
+	22, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
+	29, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
+	43, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
+	53, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
+	44, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
+	49, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
 	8,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
-	9,  // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
+	10, // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
 	1,  // 10: gatehouse.config.v1.Config.authentication:type_name -> gatehouse.config.v1.Authentication
-	52, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
+	53, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
 	4,  // 12: gatehouse.config.v1.Authentication.jwt:type_name -> gatehouse.config.v1.JwtProvider
 	6,  // 13: gatehouse.config.v1.Authentication.api_keys:type_name -> gatehouse.config.v1.ApiKeySet
-	52, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
+	53, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
 	2,  // 15: gatehouse.config.v1.Authentication.identity:type_name -> gatehouse.config.v1.IdentityHeaders
 	3,  // 16: gatehouse.config.v1.Authentication.internal_jwt:type_name -> gatehouse.config.v1.InternalJwt
-	52, // 17: gatehouse.config.v1.InternalJwt.lifetime:type_name -> google.protobuf.Duration
-	52, // 18: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
+	53, // 17: gatehouse.config.v1.InternalJwt.lifetime:type_name -> google.protobuf.Duration
+	53, // 18: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
 	5,  // 19: gatehouse.config.v1.JwtProvider.from:type_name -> gatehouse.config.v1.TokenSource
 	7,  // 20: gatehouse.config.v1.ApiKeySet.keys:type_name -> gatehouse.config.v1.ApiKey
-	50, // 21: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
-	10, // 22: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
-	12, // 23: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
-	11, // 24: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
-	52, // 25: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
-	13, // 26: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
-	14, // 27: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
-	52, // 28: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
-	19, // 29: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
-	17, // 30: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
-	16, // 31: gatehouse.config.v1.Listener.cors:type_name -> gatehouse.config.v1.Cors
-	52, // 32: gatehouse.config.v1.Cors.max_age:type_name -> google.protobuf.Duration
-	52, // 33: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
-	52, // 34: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	20, // 35: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
-	52, // 36: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
-	52, // 37: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
-	52, // 38: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
-	52, // 39: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
-	51, // 40: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
-	25, // 41: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
-	26, // 42: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
-	27, // 43: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
-	22, // 44: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
-	23, // 45: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
-	24, // 46: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
-	52, // 47: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
-	52, // 48: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	52, // 49: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	52, // 50: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
-	52, // 51: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
-	52, // 52: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	39, // 53: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
-	30, // 54: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
-	31, // 55: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
-	32, // 56: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
-	34, // 57: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
-	35, // 58: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
-	36, // 59: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
-	37, // 60: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
-	29, // 61: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
-	16, // 62: gatehouse.config.v1.Route.cors:type_name -> gatehouse.config.v1.Cors
-	33, // 63: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
-	33, // 64: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
-	52, // 65: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
-	52, // 66: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
-	52, // 67: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
-	38, // 68: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
-	52, // 69: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
-	52, // 70: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
-	52, // 71: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
-	41, // 72: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
-	41, // 73: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
-	41, // 74: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
-	40, // 75: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
-	41, // 76: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
-	44, // 77: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
-	46, // 78: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
-	47, // 79: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
-	45, // 80: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
-	52, // 81: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
-	49, // 82: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
-	83, // [83:83] is the sub-list for method output_type
-	83, // [83:83] is the sub-list for method input_type
-	83, // [83:83] is the sub-list for extension type_name
-	83, // [83:83] is the sub-list for extension extendee
-	0,  // [0:83] is the sub-list for field type_name
+	51, // 21: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
+	9,  // 22: gatehouse.config.v1.Rest.response_headers:type_name -> gatehouse.config.v1.ResponseHeaders
+	11, // 23: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
+	13, // 24: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
+	12, // 25: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
+	53, // 26: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
+	14, // 27: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
+	15, // 28: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
+	53, // 29: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
+	20, // 30: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
+	18, // 31: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
+	17, // 32: gatehouse.config.v1.Listener.cors:type_name -> gatehouse.config.v1.Cors
+	53, // 33: gatehouse.config.v1.Cors.max_age:type_name -> google.protobuf.Duration
+	53, // 34: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
+	53, // 35: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	21, // 36: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
+	53, // 37: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
+	53, // 38: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
+	53, // 39: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
+	53, // 40: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
+	52, // 41: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
+	26, // 42: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
+	27, // 43: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
+	28, // 44: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
+	23, // 45: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
+	24, // 46: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
+	25, // 47: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
+	53, // 48: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
+	53, // 49: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	53, // 50: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	53, // 51: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
+	53, // 52: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
+	53, // 53: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	40, // 54: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
+	31, // 55: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
+	32, // 56: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
+	33, // 57: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
+	35, // 58: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
+	36, // 59: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
+	37, // 60: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
+	38, // 61: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
+	30, // 62: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
+	17, // 63: gatehouse.config.v1.Route.cors:type_name -> gatehouse.config.v1.Cors
+	34, // 64: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
+	34, // 65: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
+	53, // 66: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
+	53, // 67: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
+	53, // 68: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
+	39, // 69: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
+	53, // 70: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
+	53, // 71: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
+	53, // 72: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
+	42, // 73: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
+	42, // 74: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
+	42, // 75: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
+	41, // 76: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
+	42, // 77: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
+	45, // 78: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
+	47, // 79: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
+	48, // 80: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
+	46, // 81: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
+	53, // 82: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
+	50, // 83: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
+	84, // [84:84] is the sub-list for method output_type
+	84, // [84:84] is the sub-list for method input_type
+	84, // [84:84] is the sub-list for extension type_name
+	84, // [84:84] is the sub-list for extension extendee
+	0,  // [0:84] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_config_v1_config_proto_init() }
@@ -4760,17 +4857,17 @@ func file_gatehouse_config_v1_config_proto_init() {
 	if File_gatehouse_config_v1_config_proto != nil {
 		return
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[19].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[23].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[26].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[20].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[27].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[37].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[40].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[28].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[38].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[41].OneofWrappers = []any{
 		(*PathMatch_Exact)(nil),
 		(*PathMatch_Prefix)(nil),
 		(*PathMatch_Regex)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[41].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[42].OneofWrappers = []any{
 		(*MetadataMatch_Exact)(nil),
 		(*MetadataMatch_Prefix)(nil),
 		(*MetadataMatch_Suffix)(nil),
@@ -4778,16 +4875,16 @@ func file_gatehouse_config_v1_config_proto_init() {
 		(*MetadataMatch_Present)(nil),
 		(*MetadataMatch_Absent)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[44].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[45].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[46].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[47].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_config_v1_config_proto_rawDesc), len(file_gatehouse_config_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   52,
+			NumMessages:   53,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
