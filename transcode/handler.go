@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
@@ -357,6 +358,11 @@ func (b *binding) decode(m runtime.Marshaler, req *http.Request, msg protoreflec
 		val, ok := pathParams[p.name]
 		if !ok {
 			return invalid("missing parameter %s", p.name)
+		}
+		if !utf8.ValidString(val) {
+			// A string field must hold UTF-8; a bytes field takes base64,
+			// which is ASCII. Refuse here rather than fail to marshal later.
+			return invalid("parameter %s is not valid UTF-8", p.name)
 		}
 		var before protoreflect.Value
 		had := b.Body != "" && hasPath(msg, p.path)
