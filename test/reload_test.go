@@ -599,6 +599,12 @@ func TestReloadConfigMapSwap(t *testing.T) {
 		resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{})
 		return err == nil && string(resp.GetPayload().GetBody()) == "b"
 	})
+	// The new table is in force a moment before the reload's bookkeeping
+	// is done.
+	eventually(t, "the reload to be counted", func() bool {
+		st := g.ReloadStats()
+		return st.Reloads >= 1
+	})
 	if st := g.ReloadStats(); st.Reloads != 1 || st.Failures != 0 {
 		t.Errorf("reload stats %+v, want one successful reload", st)
 	}
