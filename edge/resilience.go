@@ -4,12 +4,13 @@ import (
 	"context"
 	"sync"
 
+	"github.com/gatehouse-dev/gatehouse/internal/grpccode"
+
 	"github.com/gatehouse-dev/gatehouse/config"
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"github.com/gatehouse-dev/gatehouse/routing"
 	"github.com/gatehouse-dev/gatehouse/upstream"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
 )
 
@@ -72,8 +73,7 @@ func callPolicy(r *configv1.Route) *upstream.CallPolicy {
 	if rs.Attempts >= 2 && rs.HedgeDelay == 0 {
 		rp := &upstream.RetryPolicy{Attempts: rs.Attempts, Base: rs.BackoffBase, Max: rs.BackoffMax}
 		for _, name := range rs.On {
-			var c codes.Code
-			if c.UnmarshalJSON([]byte(`"`+name+`"`)) == nil {
+			if c, ok := grpccode.Parse(name); ok {
 				rp.Codes = append(rp.Codes, c)
 			}
 		}

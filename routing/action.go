@@ -7,7 +7,7 @@ import (
 
 	"cel.dev/cel-go/cel"
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
-	"google.golang.org/grpc/codes"
+	"github.com/gatehouse-dev/gatehouse/internal/grpccode"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 )
@@ -92,7 +92,7 @@ func compileAction(rc *configv1.Route) (action, error) {
 		a.sticky = prg
 	}
 	if d := rc.GetDirectResponse(); d != nil {
-		code, ok := codeByName[d.GetCode()]
+		code, ok := grpccode.Parse(d.GetCode())
 		if !ok {
 			return a, fmt.Errorf("direct_response.code: unknown code %q", d.GetCode())
 		}
@@ -118,44 +118,6 @@ func compileAction(rc *configv1.Route) (action, error) {
 		a.service, a.method = rw.GetService(), rw.GetMethod()
 	}
 	return a, nil
-}
-
-// codeByName maps gRPC code names, as config writes them, to codes.
-var codeByName = func() map[string]codes.Code {
-	m := map[string]codes.Code{}
-	for c := codes.OK; c <= codes.Unauthenticated; c++ {
-		m[strings.ToUpper(codeName(c))] = c
-	}
-	return m
-}()
-
-// codeName is the canonical upper-snake name of c ("CANCELLED", not
-// "Canceled").
-func codeName(c codes.Code) string {
-	switch c {
-	case codes.Canceled:
-		return "CANCELLED"
-	case codes.InvalidArgument:
-		return "INVALID_ARGUMENT"
-	case codes.DeadlineExceeded:
-		return "DEADLINE_EXCEEDED"
-	case codes.NotFound:
-		return "NOT_FOUND"
-	case codes.AlreadyExists:
-		return "ALREADY_EXISTS"
-	case codes.PermissionDenied:
-		return "PERMISSION_DENIED"
-	case codes.ResourceExhausted:
-		return "RESOURCE_EXHAUSTED"
-	case codes.FailedPrecondition:
-		return "FAILED_PRECONDITION"
-	case codes.OutOfRange:
-		return "OUT_OF_RANGE"
-	case codes.DataLoss:
-		return "DATA_LOSS"
-	default:
-		return strings.ToUpper(c.String())
-	}
 }
 
 // rewriteMethod returns the method the backend is called with.

@@ -5,6 +5,8 @@ import (
 	"io"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/grpccode"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -70,8 +72,7 @@ func (d *Director) hedge(ctx context.Context, ss grpc.ServerStream, t Target, me
 	if on := t.Config.GetRetry().GetOn(); len(on) > 0 {
 		retryable = map[codes.Code]bool{}
 		for _, name := range on {
-			var c codes.Code
-			if c.UnmarshalJSON([]byte(`"`+name+`"`)) == nil {
+			if c, ok := grpccode.Parse(name); ok {
 				retryable[c] = true
 			}
 		}

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/grpccode"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 )
@@ -149,25 +151,10 @@ func (p *RetryPolicy) serviceConfig() string {
 	}
 	names := make([]string, len(p.Codes))
 	for i, c := range p.Codes {
-		names[i] = `"` + strings.ToUpper(codeName(c)) + `"`
+		names[i] = `"` + grpccode.Name(c) + `"`
 	}
 	return fmt.Sprintf(`{"loadBalancingConfig":[{%q:{}}],"methodConfig":[{"name":[{}],"retryPolicy":{"maxAttempts":%d,"initialBackoff":"%.9fs","maxBackoff":"%.9fs","backoffMultiplier":2,"retryableStatusCodes":[%s]}}]}`,
 		balancerName, p.Attempts, p.Base.Seconds(), p.Max.Seconds(), strings.Join(names, ","))
-}
-
-// codeName is the service-config spelling of c ("UNAVAILABLE").
-func codeName(c codes.Code) string {
-	if c == codes.Canceled {
-		return "CANCELLED"
-	}
-	var b strings.Builder
-	for i, r := range c.String() {
-		if i > 0 && 'A' <= r && r <= 'Z' {
-			b.WriteByte('_')
-		}
-		b.WriteRune(r)
-	}
-	return strings.ToUpper(b.String())
 }
 
 // CallPolicy is a grpc.CallOption that carries a route's per-call policy to
