@@ -1,8 +1,9 @@
 package quota
 
 import (
-	"fmt"
 	"sync"
+
+	"github.com/gatehouse-dev/gatehouse/internal/celprog"
 
 	"cel.dev/cel-go/cel"
 )
@@ -46,14 +47,7 @@ func compile(expr string, want *cel.Type) (cel.Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	ast, iss := env.Compile(expr)
-	if iss.Err() != nil {
-		return nil, iss.Err()
-	}
-	if !ast.OutputType().IsExactType(want) && !ast.OutputType().IsExactType(cel.DynType) {
-		return nil, fmt.Errorf("the expression is of type %s, want %s", ast.OutputType(), want)
-	}
-	return env.Program(ast, cel.CostLimit(100000), cel.InterruptCheckFrequency(100))
+	return celprog.Compile(env, expr, want, "expression")
 }
 
 // activation is the CEL variables of a call.

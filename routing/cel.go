@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"sync"
 
+	"github.com/gatehouse-dev/gatehouse/internal/celprog"
+
 	"cel.dev/cel-go/cel"
 )
 
@@ -38,14 +40,7 @@ func compileCEL(expr string, want *cel.Type) (cel.Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	ast, iss := env.Compile(expr)
-	if iss.Err() != nil {
-		return nil, iss.Err()
-	}
-	if !ast.OutputType().IsExactType(want) && !ast.OutputType().IsExactType(cel.DynType) {
-		return nil, fmt.Errorf("the expression is of type %s, want %s", ast.OutputType(), want)
-	}
-	return env.Program(ast, cel.CostLimit(100000), cel.InterruptCheckFrequency(100))
+	return celprog.Compile(env, expr, want, "expression")
 }
 
 // activation builds the CEL variables of a request.

@@ -4,8 +4,9 @@
 package authcel
 
 import (
-	"fmt"
 	"sync"
+
+	"github.com/gatehouse-dev/gatehouse/internal/celprog"
 
 	"cel.dev/cel-go/cel"
 	"cel.dev/cel-go/ext"
@@ -38,7 +39,7 @@ var env = sync.OnceValues(func() (*cel.Env, error) {
 
 // CostLimit bounds the work of one rule evaluation, so that a rule over a
 // large claim cannot stall a call.
-const CostLimit = 100000
+const CostLimit = celprog.CostLimit
 
 // Compile compiles a rule and checks that it is a bool.
 func Compile(expr string) (cel.Program, error) {
@@ -46,12 +47,5 @@ func Compile(expr string) (cel.Program, error) {
 	if err != nil {
 		return nil, err
 	}
-	ast, iss := e.Compile(expr)
-	if iss.Err() != nil {
-		return nil, iss.Err()
-	}
-	if !ast.OutputType().IsExactType(cel.BoolType) && !ast.OutputType().IsExactType(cel.DynType) {
-		return nil, fmt.Errorf("the rule is of type %s, want bool", ast.OutputType())
-	}
-	return e.Program(ast, cel.CostLimit(CostLimit), cel.InterruptCheckFrequency(100))
+	return celprog.Compile(e, expr, cel.BoolType, "rule")
 }
