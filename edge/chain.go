@@ -6,6 +6,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/interceptors/recovery"
 	"github.com/gatehouse-dev/gatehouse/interceptors/requestid"
 	"github.com/gatehouse-dev/gatehouse/interceptors/validate"
+	"github.com/gatehouse-dev/gatehouse/routing"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -83,7 +84,7 @@ func (g *Gateway) unaryChain(lc *configv1.Listener) []grpc.UnaryServerIntercepto
 // compiled into the binary, so that proxied calls to it are validated at the
 // edge. Methods of unknown services pass undecoded.
 func compiledInRequestType(fullMethod string) (protoreflect.MessageType, bool) {
-	svc, method := splitFullMethod(fullMethod)
+	svc, method := routing.SplitMethod(fullMethod)
 	d, err := protoregistry.GlobalFiles.FindDescriptorByName(protoreflect.FullName(svc))
 	if err != nil {
 		return nil, false
@@ -101,18 +102,4 @@ func compiledInRequestType(fullMethod string) (protoreflect.MessageType, bool) {
 		return nil, false
 	}
 	return mt, true
-}
-
-// splitFullMethod splits "/pkg.Service/Method".
-func splitFullMethod(fullMethod string) (service, method string) {
-	s := fullMethod
-	if len(s) > 0 && s[0] == '/' {
-		s = s[1:]
-	}
-	for i := len(s) - 1; i >= 0; i-- {
-		if s[i] == '/' {
-			return s[:i], s[i+1:]
-		}
-	}
-	return s, ""
 }

@@ -6,6 +6,8 @@ import (
 	"io"
 	"sync"
 
+	"github.com/gatehouse-dev/gatehouse/internal/clock"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
@@ -51,7 +53,7 @@ func NewDirector(r Resolver, opts ...Option) *Director {
 	callOpts = append(callOpts, grpc.ForceCodecV2(NewCodec())) // last, so it wins
 	base, cancelBase := context.WithCancel(context.Background())
 	return &Director{
-		policies:   policies{clock: realClock{}},
+		policies:   policies{clock: clock.Real{}},
 		base:       base,
 		cancelBase: cancelBase,
 		resolver:   r,

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
+	"github.com/gatehouse-dev/gatehouse/internal/clock"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/durationpb"
@@ -108,7 +109,7 @@ func TestPolicyDeadline(t *testing.T) {
 				ctx, cancel = context.WithTimeout(ctx, tt.client)
 				defer cancel()
 			}
-			p := &policies{clock: realClock{}}
+			p := &policies{clock: clock.Real{}}
 			ctx, c, err := p.begin(ctx, Target{Route: "r", Config: &configv1.Route{Timeout: to}})
 			if err != nil {
 				t.Fatal(err)
@@ -129,7 +130,7 @@ func TestPolicyDeadline(t *testing.T) {
 }
 
 func TestRouteConcurrencyCap(t *testing.T) {
-	p := &policies{clock: realClock{}}
+	p := &policies{clock: clock.Real{}}
 	tgt := Target{Route: "r", Config: &configv1.Route{MaxConcurrentCalls: 1}}
 	_, c1, err := p.begin(context.Background(), tgt)
 	if err != nil {

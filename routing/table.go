@@ -376,6 +376,9 @@ func (r *Route) why(req *Request, svc string, vars *map[string]any) string {
 	return ""
 }
 
+// SplitMethod splits "/pkg.Service/Method" into service and method.
+func SplitMethod(fullMethod string) (service, method string) { return splitMethod(fullMethod) }
+
 // splitMethod splits "/pkg.Service/Method" into service and method.
 func splitMethod(fullMethod string) (service, method string) {
 	s := strings.TrimPrefix(fullMethod, "/")

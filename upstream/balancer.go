@@ -6,6 +6,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/gatehouse-dev/gatehouse/internal/clock"
+
 	"google.golang.org/grpc/balancer"
 	"google.golang.org/grpc/balancer/endpointsharding"
 	_ "google.golang.org/grpc/balancer/leastrequest" // registers grpc-go's least_request_experimental
@@ -107,7 +109,7 @@ type wrapper struct {
 func (b *wrapper) UpdateClientConnState(s balancer.ClientConnState) error {
 	pol, _ := s.ResolverState.Attributes.Value(policyKey{}).(*connPolicy)
 	if pol == nil {
-		pol = &connPolicy{tracker: newTracker(), balancing: RoundRobin, clock: realClock{}}
+		pol = &connPolicy{tracker: newTracker(), balancing: RoundRobin, clock: clock.Real{}}
 	}
 	b.pol.Store(pol)
 	b.mu.Lock()

@@ -4,6 +4,8 @@ import (
 	"net"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/clock"
+
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials"
@@ -72,7 +74,7 @@ func WithLookupHost(f LookupHostFunc) Option {
 func defaultOptions() options {
 	return options{
 		creds:      insecure.NewCredentials(),
-		clock:      realClock{},
+		clock:      clock.Real{},
 		lookupHost: net.DefaultResolver.LookupHost,
 	}
 }

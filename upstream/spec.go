@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/internal/clock"
+
 	"github.com/gatehouse-dev/gatehouse/internal/grpccode"
 
 	"google.golang.org/grpc"
@@ -183,15 +185,4 @@ func callPolicy(opts []grpc.CallOption) *CallPolicy {
 
 // Clock is the time source of health checks, outlier ejection and DNS
 // refresh; tests give a fake one.
-type Clock interface {
-	Now() time.Time
-	// AfterFunc calls f in its own goroutine after d; stop cancels it.
-	AfterFunc(d time.Duration, f func()) (stop func() bool)
-}
-
-type realClock struct{}
-
-func (realClock) Now() time.Time { return time.Now() }
-func (realClock) AfterFunc(d time.Duration, f func()) func() bool {
-	return time.AfterFunc(d, f).Stop
-}
+type Clock = clock.Clock
