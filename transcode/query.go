@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -24,6 +25,16 @@ func (b *binding) query(msg protoreflect.Message, form url.Values) error {
 	values := form
 	copied := false
 	for _, key := range sortedKeys(form) {
+		// A string field must hold UTF-8; refuse here rather than build a
+		// request that fails to marshal on its way to the backend.
+		if !utf8.ValidString(key) {
+			return fmt.Errorf("query parameter name %q is not valid UTF-8", key)
+		}
+		for _, v := range form[key] {
+			if !utf8.ValidString(v) {
+				return fmt.Errorf("query parameter %q is not valid UTF-8", key)
+			}
+		}
 		fieldKey, isMap := key, false
 		if m := mapKeySyntax.FindStringSubmatch(key); len(m) == 3 {
 			fieldKey, isMap = m[1], true
