@@ -319,7 +319,7 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 	if err != nil {
 		return nil, err
 	}
-	s.grpc = g.newGRPCServer(limits, true, l, grpcTLSOptions(ts, s.protocol)...)
+	s.grpc = g.newGRPCServer(limits, true, l, grpcTLSOptions(ts, s.protocol, g.rapidResetGuard(s.name))...)
 	g.registerReflection(s.grpc, true)
 	if s.protocol == protocolGRPC {
 		return s, nil
@@ -339,6 +339,12 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 		return nil, err
 	}
 	s.http = newHTTPServer(s, limits)
+	if ts == nil {
+		// Plaintext HTTP/1.1 is checked for request smuggling (h1guard.go).
+		s.lis = &h1Listener{Listener: s.lis, maxHeader: limits.MaxHeaderBytes + 4096, onRefuse: func(addr net.Addr, err error) {
+			g.log.Warn("refused an HTTP/1.1 request", "listener", s.name, "remote", addr.String(), "error", err)
+		}}
+	}
 	serveTLS(s, ts) // tls.go
 	return s, nil
 }
