@@ -317,7 +317,7 @@ func (r *Route) pinned() bool {
 func (r *Route) test(req *Request, svc string, vars *map[string]any) bool {
 	if r.method != "" {
 		if r.methodGlob {
-			if !strings.HasPrefix(req.Method, r.method) {
+			if !globMethod(r.method, req.Method) {
 				return false
 			}
 		} else if req.Method != r.method {
@@ -349,8 +349,8 @@ func (r *Route) test(req *Request, svc string, vars *map[string]any) bool {
 func (r *Route) why(req *Request, svc string, vars *map[string]any) string {
 	if r.method != "" {
 		if r.methodGlob {
-			if !strings.HasPrefix(req.Method, r.method) {
-				return fmt.Sprintf("method %s does not start with %q", req.Method, r.method)
+			if !globMethod(r.method, req.Method) {
+				return fmt.Sprintf("method %s is not %q", req.Method, r.method+"*")
 			}
 		} else if req.Method != r.method {
 			return fmt.Sprintf("method %s is not %q", req.Method, r.method)
@@ -374,6 +374,14 @@ func (r *Route) why(req *Request, svc string, vars *map[string]any) string {
 		}
 	}
 	return ""
+}
+
+// globMethod reports whether method matches the glob prefix+"*", where
+// prefix is "/pkg.Service/" or "/pkg.Service/Name": the glob stands for the
+// rest of a method name, never a further "/" (as grpc-go splits a path,
+// "/pkg.Service/Get/x" is method "x" of service "pkg.Service/Get").
+func globMethod(prefix, method string) bool {
+	return strings.HasPrefix(method, prefix) && strings.IndexByte(method[len(prefix):], '/') < 0
 }
 
 // SplitMethod splits "/pkg.Service/Method" into service and method.
