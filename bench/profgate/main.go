@@ -12,12 +12,15 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
+	"time"
 
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/edge"
 	"github.com/gatehouse-dev/gatehouse/examples/demo"
+	"github.com/gatehouse-dev/gatehouse/telemetry"
 )
 
 func main() {
@@ -31,6 +34,9 @@ func main() {
 }
 
 func run(path, prof string) error {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(200) // as cmd/gatehouse serve
+	}
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
@@ -39,7 +45,9 @@ func run(path, prof string) error {
 	// what the benchmark's config keeps): process log on stderr, access log
 	// on stdout.
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	access := slog.New(slog.NewJSONHandler(os.Stdout, nil))
+	out := telemetry.NewLogBuffer(os.Stdout, 100*time.Millisecond)
+	defer out.Close()
+	access := slog.New(slog.NewJSONHandler(out, nil))
 	g, err := edge.New(cfg, edge.WithLogger(log), edge.WithAccessLogger(access), edge.WithREST(demo.REST()...))
 	if err != nil {
 		return err

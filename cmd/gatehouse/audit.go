@@ -51,5 +51,6 @@ func accessLogFile(cfg *configv1.Config, access *slog.Logger) (*slog.Logger, fun
 	if err != nil {
 		return nil, nil, err
 	}
-	return slog.New(slog.NewJSONHandler(w, nil)), func() { _ = w.Close() }, nil
+	buf := telemetry.NewLogBuffer(w, accessLogFlush)
+	return slog.New(slog.NewJSONHandler(buf, nil)), func() { _ = buf.Close(); _ = w.Close() }, nil
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/edge"
 	"github.com/gatehouse-dev/gatehouse/examples/demo"
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
+	"github.com/gatehouse-dev/gatehouse/telemetry"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -140,7 +141,18 @@ func loggersAt(level *slog.LevelVar, cfg *configv1.Config, stdout, stderr io.Wri
 	return proc, slog.New(slog.NewJSONHandler(stdout, nil))
 }
 
+// accessLogFlush is how long an access log line may wait in memory.
+const accessLogFlush = 100 * time.Millisecond
+
+// gcPercent is the gateway's GOGC unless the environment sets one: a proxy
+// allocates per call and keeps little, so trading some heap for fewer
+// collections is cheap (the live heap is tens of MiB).
+const gcPercent = 200
+
 func serve(args []string, stdout, stderr io.Writer) int {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(gcPercent)
+	}
 	path, ok := configFlag("serve", args, stderr)
 	if !ok {
 		return 2
@@ -151,7 +163,12 @@ func serve(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	level := new(slog.LevelVar)
-	log, access := loggersAt(level, cfg, stdout, stderr)
+	// Access log lines are batched off the call path (one write every
+	// accessLogFlush); shutdown drains the calls in flight, then the
+	// deferred close writes their lines.
+	out := telemetry.NewLogBuffer(stdout, accessLogFlush)
+	defer out.Close()
+	log, access := loggersAt(level, cfg, out, stderr)
 	access, closeAccess, err := accessLogFile(cfg, access) // audit.go: a file with rotation
 	if err != nil {
 		log.Error("cannot open the access log", "error", err)
