@@ -40,14 +40,20 @@ func (g *Gateway) listenerTLS(l *configv1.Listener) (*tlsconfig.Server, error) {
 	}, protos, tlsconfig.WithLogger(g.log))
 }
 
-// grpcTLSOptions are the grpc.Server options of a native grpc listener
-// with TLS; none for a shared listener, whose net/http server terminates
-// TLS (its grpc.Server also serves the plaintext in-process connection).
-func grpcTLSOptions(ts *tlsconfig.Server, protocol string) []grpc.ServerOption {
-	if ts == nil || protocol != protocolGRPC {
+// grpcTLSOptions are the grpc.Server options of a native grpc listener:
+// its credentials (TLS, or plaintext when ts is nil) under the rapid-reset
+// guard (h2guard.go); none for a shared listener, whose net/http server
+// terminates TLS (its grpc.Server also serves the plaintext in-process
+// connection).
+func grpcTLSOptions(ts *tlsconfig.Server, protocol string, guard *h2Guard) []grpc.ServerOption {
+	if protocol != protocolGRPC {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.Creds(credentials.NewTLS(ts.Config()))}
+	var creds credentials.TransportCredentials // nil: plaintext
+	if ts != nil {
+		creds = credentials.NewTLS(ts.Config())
+	}
+	return []grpc.ServerOption{grpc.Creds(guard.creds(creds))}
 }
 
 // serveTLS makes a shared listener speak TLS: the listener is wrapped and
