@@ -56,7 +56,7 @@ type Sink struct {
 	queue  chan *pending
 	done   chan struct{}
 
-	failing atomic.Bool // the last write or fsync failed
+	failing atomic.Bool // the last write or fsync failed, or a Write gave up waiting since
 
 	// Owned by the writer goroutine.
 	seq  uint64
@@ -72,10 +72,26 @@ type pending struct {
 // Open opens (or creates) the audit file at path and continues its chain:
 // the next record follows the file's last one. A partial last line, left
 // by a crash during a write, is cut off first: it was never acknowledged.
+//
+// A path that is not a regular file (a named pipe read by a log shipper, a
+// device such as /dev/stdout) cannot be read back: reading it would block
+// for ever (a pipe the gateway itself holds open for writing never ends) or
+// never end (/dev/full reads zeros), and it can be neither truncated nor
+// fsynced (EINVAL). Its chain starts anew, from seq 1, each time it is
+// opened, and records are not fsynced: a write that returns is all there
+// is.
 func Open(path string, opts Options) (*Sink, error) {
 	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		_ = f.Close()
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return newSink(stream{f}, opts, 0, genesis), nil
 	}
 	seq, prev, end, err := tail(f)
 	if err != nil {
@@ -92,6 +108,13 @@ func Open(path string, opts Options) (*Sink, error) {
 	}
 	return newSink(f, opts, seq, prev), nil
 }
+
+// stream is an audit file that is not a regular file (see Open): there is
+// nothing to fsync, and fsync fails on it.
+type stream struct{ *os.File }
+
+// Sync does nothing.
+func (stream) Sync() error { return nil }
 
 // New returns a Sink that starts a new chain on f.
 func New(f File, opts Options) *Sink { return newSink(f, opts, 0, genesis) }
@@ -143,8 +166,8 @@ func tail(f *os.File) (seq uint64, prev string, end int64, err error) {
 	return seq, prev, off, nil
 }
 
-// Healthy reports whether the sink is keeping up: its last write succeeded
-// and its queue has room.
+// Healthy reports whether the sink is keeping up: its last write succeeded,
+// no Write has given up waiting (ErrSlow) since, and its queue has room.
 func (s *Sink) Healthy() bool {
 	return !s.failing.Load() && len(s.queue) < cap(s.queue)
 }
@@ -152,19 +175,35 @@ func (s *Sink) Healthy() bool {
 // Write queues rec and waits until it is written (and fsynced, unless
 // Interval is set), or until the sink is too slow. rec must not be used
 // afterwards. The error says the record may be lost.
+//
+// A Write that gives up (ErrSlow) marks the sink unhealthy until the writer
+// next finishes a batch: a writer stuck in a write that does not return (a
+// pipe nobody reads, a hung disk) holds one batch and leaves the queue
+// empty, and without this Healthy would go on reporting true, so that a
+// fail-closed gateway would send every call to its backend and only then
+// fail it, after Wait.
 func (s *Sink) Write(rec *Record) error {
 	p := &pending{rec: rec, result: make(chan error, 1)}
 	t := time.NewTimer(s.opts.Wait)
 	defer t.Stop()
-	if err := s.enqueue(p, t.C); err != nil {
-		return err
+	err := s.enqueue(p, t.C)
+	if err == nil {
+		select {
+		case err = <-p.result:
+			return err
+		case <-t.C:
+			select {
+			case err = <-p.result: // written just in time
+				return err
+			default:
+			}
+			err = ErrSlow // it may still be written later
+		}
 	}
-	select {
-	case err := <-p.result:
-		return err
-	case <-t.C:
-		return ErrSlow // it may still be written later
+	if errors.Is(err, ErrSlow) {
+		s.failing.Store(true)
 	}
+	return err
 }
 
 // Submit queues rec without waiting; false when the queue is full or the
