@@ -163,7 +163,7 @@ func callMetadata(r *http.Request, rest bool) metadata.MD {
 	}
 	if rest {
 		md.Set(routing.MDHTTPMethod, r.Method)
-		md.Set(routing.MDHTTPPath, r.URL.Path)
+		md.Set(routing.MDHTTPPath, r.URL.EscapedPath()) // printable ASCII; the router unescapes
 		md.Set(routing.MDHTTPQuery, r.URL.RawQuery)
 	}
 	return md

@@ -8,7 +8,9 @@ import (
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/gatehouse-dev/gatehouse/routing"
 	"github.com/gatehouse-dev/gatehouse/transcode"
@@ -47,7 +49,7 @@ func incomingHeader(key string) (string, bool) {
 func restAttributes(_ context.Context, r *http.Request) metadata.MD {
 	return metadata.Pairs(
 		routing.MDHTTPMethod, r.Method,
-		routing.MDHTTPPath, r.URL.Path,
+		routing.MDHTTPPath, r.URL.EscapedPath(), // metadata is printable ASCII; the router unescapes
 		routing.MDHTTPQuery, r.URL.RawQuery,
 	)
 }
@@ -168,6 +170,14 @@ type bodyLimitState struct {
 // crosses the limit, and restError turns that into 413 too.
 func limitBody(h http.Handler, limit int64) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// A URL must decode to UTF-8: path and query values become string
+		// fields, which cannot hold anything else (compiled-in handlers
+		// would fail to marshal the request, a 500 for the client's error).
+		if !utf8.ValidString(r.URL.Path) || !validQueryUTF8(r.URL.RawQuery) {
+			writeStatus(w, &runtime.JSONPb{}, http.StatusBadRequest,
+				status.New(codes.InvalidArgument, "gatehouse: the URL's path or query does not decode to UTF-8"))
+			return
+		}
 		if r.ContentLength > limit {
 			writeStatus(w, &runtime.JSONPb{}, http.StatusRequestEntityTooLarge,
 				status.New(codes.ResourceExhausted, fmt.Sprintf("gatehouse: request body of %d bytes is larger than %d bytes", r.ContentLength, limit)))
@@ -178,6 +188,29 @@ func limitBody(h http.Handler, limit int64) http.Handler {
 		r.Body = &limitedBody{rc: http.MaxBytesReader(w, r.Body, limit), st: st}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// validQueryUTF8 reports whether every query key and value decodes to
+// UTF-8 (the raw query itself is ASCII when escaped).
+func validQueryUTF8(raw string) bool {
+	if !strings.Contains(raw, "%") {
+		return utf8.ValidString(raw) // no escapes: decoding changes no byte's validity
+	}
+	q, err := url.ParseQuery(raw)
+	if err != nil {
+		return true // the handlers report malformed queries themselves
+	}
+	for k, vs := range q {
+		if !utf8.ValidString(k) {
+			return false
+		}
+		for _, v := range vs {
+			if !utf8.ValidString(v) {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 type limitedBody struct {

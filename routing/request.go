@@ -17,7 +17,8 @@ import (
 const (
 	// MDHTTPMethod carries a REST call's HTTP method.
 	MDHTTPMethod = "x-gatehouse-http-method"
-	// MDHTTPPath carries a REST call's URL path.
+	// MDHTTPPath carries a REST call's URL path, escaped as it was sent
+	// (url.URL.EscapedPath).
 	MDHTTPPath = "x-gatehouse-http-path"
 	// MDHTTPQuery carries a REST call's raw URL query.
 	MDHTTPQuery = "x-gatehouse-http-query"
@@ -64,7 +65,12 @@ func requestFrom(ctx context.Context, fullMethod string, md metadata.MD, needs n
 	trusted := inProcess(ctx)
 	if needs&needHTTP != 0 && trusted {
 		req.HTTPMethod = first(md, MDHTTPMethod)
+		// The path travels escaped (metadata is printable ASCII); routes
+		// match it decoded, as the transcoder reads it.
 		req.Path = first(md, MDHTTPPath)
+		if p, err := url.PathUnescape(req.Path); err == nil {
+			req.Path = p
+		}
 		if q := first(md, MDHTTPQuery); q != "" {
 			req.Query, _ = url.ParseQuery(q)
 		}
