@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/gatehouse-dev/gatehouse/internal/clock"
 
@@ -173,21 +174,28 @@ func forwardRequests(ss grpc.ServerStream, cs grpc.ClientStream, done chan<- err
 func forwardResponses(ss grpc.ServerStream, cs grpc.ClientStream, reqErr <-chan error) error {
 	var f Frame
 	defer f.Free()
-	// Forward the backend's headers as soon as they arrive, before any
-	// message: a stream may send headers and then nothing for a long time,
+	// The backend's headers go to the client with the first message (one
+	// write instead of two), or after headerDelay if no message follows
+	// by then: a stream may send headers and then nothing for a long time,
 	// and its client must see them. Header blocks until the headers or the
 	// end of the call; it returns nil for a trailers-only response, which
 	// finish keeps trailers-only.
-	headerSent := false
+	var lh *lazyHeader
 	if md, err := cs.Header(); err == nil && md != nil {
-		if err := ss.SendHeader(sanitizeResponse(md)); err != nil {
+		if err := ss.SetHeader(sanitizeResponse(md)); err != nil {
 			return statusError(err)
 		}
-		headerSent = true
+		lh = startLazyHeader(ss)
 	}
+	first := true
 	for {
 		if err := cs.RecvMsg(&f); err != nil {
-			return finish(ss, cs, reqErr, err, headerSent)
+			lh.stop()
+			return finish(ss, cs, reqErr, err, lh != nil)
+		}
+		if first {
+			first = false
+			lh.stop() // the headers go with this message
 		}
 		if err := ss.SendMsg(&f); err != nil {
 			return statusError(err)
@@ -195,9 +203,52 @@ func forwardResponses(ss grpc.ServerStream, cs grpc.ClientStream, reqErr <-chan 
 	}
 }
 
+// headerDelay is how long the backend's headers may wait for the first
+// message to travel with.
+const headerDelay = 10 * time.Millisecond
+
+// lazyHeader sends the headers set on a server stream if no message has
+// gone out within headerDelay. Its mutex keeps that SendHeader and the
+// pump's first SendMsg from running at once.
+type lazyHeader struct {
+	mu    sync.Mutex
+	ss    grpc.ServerStream
+	done  bool
+	timer *time.Timer
+}
+
+func startLazyHeader(ss grpc.ServerStream) *lazyHeader {
+	h := &lazyHeader{ss: ss}
+	h.mu.Lock()
+	h.timer = time.AfterFunc(headerDelay, h.fire)
+	h.mu.Unlock()
+	return h
+}
+
+func (h *lazyHeader) fire() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.done {
+		h.done = true
+		_ = h.ss.SendHeader(nil) // the headers set; fails only if the client is gone
+	}
+}
+
+// stop makes sure the timer sends nothing from now on (waiting for a
+// SendHeader in progress). A nil lazyHeader does nothing.
+func (h *lazyHeader) stop() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	h.done = true
+	h.timer.Stop()
+	h.mu.Unlock()
+}
+
 // finish ends a call whose backend stream returned recvErr from RecvMsg.
-func finish(ss grpc.ServerStream, cs grpc.ClientStream, reqErr <-chan error, recvErr error, headerSent bool) error {
-	if !headerSent {
+func finish(ss grpc.ServerStream, cs grpc.ClientStream, reqErr <-chan error, recvErr error, headerSet bool) error {
+	if !headerSet {
 		// A response without messages may still carry headers. Header
 		// returns nil for a trailers-only response, which stays one.
 		if md, _ := cs.Header(); md != nil {

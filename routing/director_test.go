@@ -581,3 +581,46 @@ func TestBackendEndsWhileClientSends(t *testing.T) {
 		t.Fatalf("response = %v, want aggregated size 1", resp)
 	}
 }
+
+// slowFirstBackend sends its headers, waits, then sends one message.
+type slowFirstBackend struct {
+	testgrpc.UnimplementedTestServiceServer
+	wait time.Duration
+}
+
+func (b slowFirstBackend) StreamingOutputCall(_ *testpb.StreamingOutputCallRequest, stream testgrpc.TestService_StreamingOutputCallServer) error {
+	if err := stream.SendHeader(metadata.Pairs("x-early", "yes")); err != nil {
+		return err
+	}
+	time.Sleep(b.wait)
+	return stream.Send(&testpb.StreamingOutputCallResponse{Payload: payload(3)})
+}
+
+// The director holds a backend's headers back for the first message to
+// carry them (one write), but a client whose stream sends headers and then
+// nothing for a while still gets the headers long before the message.
+func TestHeadersBeforeASlowFirstMessage(t *testing.T) {
+	const wait = 2 * time.Second
+	client := proxiedClient(t, startBackend(t, slowFirstBackend{wait: wait}))
+	start := time.Now()
+	stream, err := client.StreamingOutputCall(testContext(t), &testpb.StreamingOutputCallRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	header, err := stream.Header()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if took := time.Since(start); took > wait/2 {
+		t.Errorf("headers took %v, want them well before the first message (%v)", took, wait)
+	}
+	if got := header.Get("x-early"); len(got) != 1 || got[0] != "yes" {
+		t.Errorf("header x-early = %q", got)
+	}
+	if _, err := stream.Recv(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := stream.Recv(); err != io.EOF {
+		t.Fatalf("Recv = %v, want EOF", err)
+	}
+}

@@ -64,6 +64,14 @@ func run(path, prof string) error {
 			return err
 		}
 		defer pprof.StopCPUProfile()
+		// Beside the CPU profile, the allocations (FILE.allocs, sampled
+		// as the runtime does by default): where the garbage comes from.
+		defer func() {
+			if a, err := os.Create(prof + ".allocs"); err == nil {
+				_ = pprof.Lookup("allocs").WriteTo(a, 0)
+				_ = a.Close()
+			}
+		}()
 	}
 	if err := g.Start(ctx); err != nil {
 		return err
