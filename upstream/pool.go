@@ -362,6 +362,13 @@ func (b *backend) connLocked(rp *RetryPolicy) (*polConn, error) {
 		// A pooled connection stays connected so that its health shows;
 		// grpc's default would drop it after 30 idle minutes.
 		grpc.WithIdleTimeout(0),
+		// Static flow-control windows: grpc-go's BDP estimation, which a
+		// static window turns off, sends a PING whenever data arrives with
+		// none outstanding, a write and a read per call on a busy
+		// connection. Backends sit on a LAN, where these windows are
+		// larger than the bandwidth-delay product.
+		grpc.WithInitialWindowSize(backendStreamWindow),
+		grpc.WithInitialConnWindowSize(backendConnWindow),
 	}, b.pool.opts.dialOptions...)
 	cc, err := grpc.NewClient(pc.resolver.Scheme()+":///"+b.spec.Name, dopts...)
 	if err != nil {
@@ -374,6 +381,13 @@ func (b *backend) connLocked(rp *RetryPolicy) (*polConn, error) {
 	}
 	return pc, nil
 }
+
+// Flow-control windows of backend connections: per call and per
+// connection.
+const (
+	backendStreamWindow = 1 << 20
+	backendConnWindow   = 8 << 20
+)
 
 // resolverState is the resolver update for b's endpoints: one address per
 // endpoint, its weight, and the policy for the balancer. The caller holds
