@@ -33,16 +33,16 @@ func (g *Gateway) ingress(ctx context.Context) context.Context {
 	if !ok {
 		return ctx
 	}
-	stripped := false
 	for k := range md {
 		if ids.has(k) {
 			delete(md, k)
-			stripped = true
 		}
 	}
-	if stripped {
-		ctx = metadata.NewIncomingContext(ctx, md)
-	}
+	// The copy becomes the call's metadata, which the request ID and
+	// authentication stages then use without copying it again.
+	ctx, ci := callinfo.With(ctx)
+	ctx = metadata.NewIncomingContext(ctx, md)
+	ci.SetIncoming(md)
 	return ctx
 }
 

@@ -354,7 +354,10 @@ const msgDenied = "gatehouse: permission denied"
 // authorize decides one call and returns the context to continue with.
 func (g *guard) authorize(ctx context.Context, method string) (context.Context, error) {
 	a := g.a
-	md, _ := metadata.FromIncomingContext(ctx)
+	md, ok := callinfo.From(ctx).Incoming() // read only: no copy
+	if !ok {
+		md, _ = metadata.FromIncomingContext(ctx)
+	}
 	inProc := inProcess(ctx)
 	c := &call{a: a, ctx: ctx, md: md, inProc: inProc, cert: peerCert(ctx, md, inProc), done: map[string]*result{}}
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 
 	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"google.golang.org/grpc"
@@ -74,6 +75,10 @@ func (o *options) attach(ctx context.Context) (context.Context, string) {
 }
 
 func setIncoming(ctx context.Context, id string) context.Context {
+	if md, ok := callinfo.From(ctx).Incoming(); ok {
+		md.Set(Key, id) // the chain's own copy, already in ctx
+		return ctx
+	}
 	md, ok := metadata.FromIncomingContext(ctx) // a copy we may change.
 	if !ok {
 		md = metadata.MD{}

@@ -13,6 +13,8 @@ import (
 	"context"
 	"sync"
 	"time"
+
+	"google.golang.org/grpc/metadata"
 )
 
 // Info holds the facts about one call. It is safe for concurrent use: the
@@ -28,6 +30,8 @@ type Info struct {
 
 	attempts int           // upstream attempts started
 	upstream time.Duration // summed duration of the ended attempts
+
+	incoming metadata.MD // the chain's own copy of the incoming metadata
 }
 
 // Decision is the gateway's policy verdict on a call. The zero value is
@@ -58,6 +62,31 @@ func With(ctx context.Context) (context.Context, *Info) {
 func From(ctx context.Context) *Info {
 	in, _ := ctx.Value(ctxKey{}).(*Info)
 	return in
+}
+
+// SetIncoming records md as the call's incoming metadata: the gateway's
+// own copy, already placed in the context with metadata.NewIncomingContext,
+// which the chain's later stages read without copying it again and may
+// change in place (before the router runs; never after, when the director's
+// pumps run concurrently).
+func (in *Info) SetIncoming(md metadata.MD) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	in.incoming = md
+	in.mu.Unlock()
+}
+
+// Incoming returns the metadata recorded by SetIncoming, and false when
+// there is none (then metadata.FromIncomingContext is the way).
+func (in *Info) Incoming() (metadata.MD, bool) {
+	if in == nil {
+		return nil, false
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.incoming, in.incoming != nil
 }
 
 // SetRoute records the route that matched and the backend it picked.
