@@ -341,7 +341,9 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 	s.http = newHTTPServer(s, limits)
 	if ts == nil {
 		// Plaintext HTTP/1.1 is checked for request smuggling (h1guard.go).
-		s.lis = &h1Listener{Listener: s.lis, maxHeader: limits.MaxHeaderBytes + 4096, onRefuse: func(addr net.Addr, err error) {
+		// HTTP/2 prior-knowledge connections get the rapid-reset guard
+		// (h2guard.go), as native listeners do.
+		s.lis = &h1Listener{Listener: s.lis, maxHeader: limits.MaxHeaderBytes + 4096, h2: g.rapidResetGuard(s.name), onRefuse: func(addr net.Addr, err error) {
 			g.log.Warn("refused an HTTP/1.1 request", "listener", s.name, "remote", addr.String(), "error", err)
 		}}
 	}

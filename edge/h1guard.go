@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"sync/atomic"
 )
 
 // HTTP/1.1 request smuggling guard.
@@ -36,6 +37,7 @@ type h1Listener struct {
 	net.Listener
 	maxHeader int                   // largest header block held; beyond it net/http answers 431
 	onRefuse  func(net.Addr, error) // told of each refused request
+	h2        *h2Guard              // the rapid-reset guard of HTTP/2 prior-knowledge connections; nil for none
 }
 
 // Accept implements net.Listener.
@@ -44,7 +46,7 @@ func (l *h1Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &h1Conn{Conn: c, maxHeader: l.maxHeader, onRefuse: l.onRefuse}, nil
+	return &h1Conn{Conn: c, maxHeader: l.maxHeader, onRefuse: l.onRefuse, h2: l.h2}, nil
 }
 
 // h1 parser states.
@@ -73,6 +75,32 @@ type h1Conn struct {
 	err   error  // sticky refusal
 	rerr  error  // a read error to return once out is drained
 	first bool   // a request line has been seen
+
+	// An HTTP/2 prior-knowledge connection is handed to the rapid-reset
+	// guard (h2guard.go) once its preface shows, before net/http has
+	// written anything; from then on reads and writes go through it.
+	h2 *h2Guard
+	g2 atomic.Pointer[guardConn]
+}
+
+// Write implements net.Conn.
+func (c *h1Conn) Write(p []byte) (int, error) {
+	if g := c.g2.Load(); g != nil {
+		return g.Write(p)
+	}
+	return c.Conn.Write(p)
+}
+
+// toHTTP2 stops HTTP/1.1 tracking at an HTTP/2 preface: what is held is
+// released (and shown to the rapid-reset guard, if any, which takes the
+// connection from here).
+func (c *h1Conn) toHTTP2() {
+	if c.h2 != nil {
+		g := c.h2.wrap(c.Conn)
+		g.scanRead(c.held) // the preface and perhaps the first frames: too early to trip
+		c.g2.Store(g)
+	}
+	c.through()
 }
 
 // through stops tracking: what is held is released and the rest passes.
@@ -111,6 +139,9 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 		}
 		switch {
 		case c.state == h1Through && len(c.held) == 0:
+			if g := c.g2.Load(); g != nil {
+				return g.Read(p)
+			}
 			return c.Conn.Read(p)
 		case c.state == h1Body || c.state == h1ChunkData:
 			// Body bytes go straight into p, no copy through out.
@@ -167,6 +198,14 @@ func (c *h1Conn) scan(b []byte) {
 	for len(b) > 0 && c.err == nil {
 		switch c.state {
 		case h1Through:
+			if g := c.g2.Load(); g != nil && g.scanRead(b) {
+				// Tripped on bytes that came with the preface (500 streams
+				// in the first read): GOAWAY, close, and net/http reads
+				// the guard's error.
+				g.trip(make([]byte, 512))
+				c.err = errRapidReset
+				return
+			}
 			c.out = append(c.out, b...)
 			return
 		case h1Body, h1ChunkData:
@@ -232,7 +271,7 @@ func (c *h1Conn) checkPreface() {
 	if i := bytes.IndexByte(c.held, '\n'); i >= 0 {
 		c.first = true
 		if bytes.HasPrefix(c.held, []byte("PRI * HTTP/2.0")) {
-			c.through()
+			c.toHTTP2()
 		}
 	}
 }
@@ -280,7 +319,7 @@ func (c *h1Conn) endHeader() {
 	c.first = true
 	lines := bytes.Split(block, []byte("\n"))
 	if bytes.HasPrefix(lines[0], []byte("PRI * HTTP/2.0")) {
-		c.through()
+		c.toHTTP2()
 		return
 	}
 	var cl, te, upgrade bool

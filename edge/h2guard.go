@@ -542,7 +542,8 @@ func (c *guardCreds) OverrideServerName(name string) error {
 	return c.inner.OverrideServerName(name)
 }
 
-// rapidResetGuard is the guard of the native listener named listener: a
+// rapidResetGuard is the guard of the listener named listener (native, or
+// the HTTP/2 prior-knowledge connections of a plaintext shared one): a
 // trip is logged and counted in gatehouse_http2_rapid_reset_total.
 func (g *Gateway) rapidResetGuard(listener string) *h2Guard {
 	guard := newH2Guard()
@@ -569,7 +570,7 @@ func rapidResetCounter(m *telemetry.Metrics) *prometheus.CounterVec {
 	}
 	vec := prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "gatehouse_http2_rapid_reset_total",
-		Help: "Connections of native grpc listeners sent GOAWAY ENHANCE_YOUR_CALM and closed because the client reset most of the streams it opened (HTTP/2 rapid reset).",
+		Help: "HTTP/2 connections sent GOAWAY ENHANCE_YOUR_CALM and closed because the client reset most of the streams it opened (HTTP/2 rapid reset); native listeners, and plaintext shared ones.",
 	}, []string{"listener"})
 	if err := reg.Register(vec); err != nil {
 		var are prometheus.AlreadyRegisteredError
