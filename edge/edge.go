@@ -343,9 +343,13 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 		// Plaintext HTTP/1.1 is checked for request smuggling (h1guard.go).
 		// HTTP/2 prior-knowledge connections get the rapid-reset guard
 		// (h2guard.go), as native listeners do.
-		s.lis = &h1Listener{Listener: s.lis, maxHeader: limits.MaxHeaderBytes + 4096, h2: g.rapidResetGuard(s.name), onRefuse: func(addr net.Addr, err error) {
-			g.log.Warn("refused an HTTP/1.1 request", "listener", s.name, "remote", addr.String(), "error", err)
-		}}
+		// The guard also keeps the write timeout, more cheaply than
+		// net/http's WriteByteTimeout (which stays on TLS listeners).
+		s.lis = &h1Listener{Listener: s.lis, maxHeader: limits.MaxHeaderBytes + 4096, h2: g.rapidResetGuard(s.name),
+			writeTimeout: limits.KeepaliveTimeout, onRefuse: func(addr net.Addr, err error) {
+				g.log.Warn("refused an HTTP/1.1 request", "listener", s.name, "remote", addr.String(), "error", err)
+			}}
+		s.http.HTTP2.WriteByteTimeout = 0
 	}
 	serveTLS(s, ts) // tls.go
 	return s, nil

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net"
 	"sync/atomic"
+	"time"
 )
 
 // HTTP/1.1 request smuggling guard.
@@ -38,6 +39,10 @@ type h1Listener struct {
 	maxHeader int                   // largest header block held; beyond it net/http answers 431
 	onRefuse  func(net.Addr, error) // told of each refused request
 	h2        *h2Guard              // the rapid-reset guard of HTTP/2 prior-knowledge connections; nil for none
+	// writeTimeout closes a connection none of whose writes could make
+	// progress for about this long (a client that stopped reading); 0
+	// for none.
+	writeTimeout time.Duration
 }
 
 // Accept implements net.Listener.
@@ -46,7 +51,7 @@ func (l *h1Listener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &h1Conn{Conn: c, maxHeader: l.maxHeader, onRefuse: l.onRefuse, h2: l.h2}, nil
+	return &h1Conn{Conn: c, maxHeader: l.maxHeader, onRefuse: l.onRefuse, h2: l.h2, writeTimeout: l.writeTimeout}, nil
 }
 
 // h1 parser states.
@@ -81,14 +86,52 @@ type h1Conn struct {
 	// written anything; from then on reads and writes go through it.
 	h2 *h2Guard
 	g2 atomic.Pointer[guardConn]
+
+	writeTimeout time.Duration
+	writeDL      atomic.Int64 // the write deadline set, in Unix nanoseconds
 }
 
-// Write implements net.Conn.
+// Write implements net.Conn. With a write timeout, the connection's write
+// deadline is pushed forward lazily, at most four times per timeout, rather
+// than set and cleared around every write as net/http's HTTP/2
+// WriteByteTimeout does (two timer updates per frame, 4% of the shared
+// listener's CPU): a write that blocks fails within the timeout, one that
+// progresses never does.
 func (c *h1Conn) Write(p []byte) (int, error) {
+	if c.writeTimeout > 0 {
+		now := time.Now().UnixNano()
+		if c.writeDL.Load()-now < int64(c.writeTimeout)*3/4 {
+			dl := now + int64(c.writeTimeout)
+			_ = c.Conn.SetWriteDeadline(time.Unix(0, dl))
+			c.writeDL.Store(dl)
+		}
+	}
 	if g := c.g2.Load(); g != nil {
 		return g.Write(p)
 	}
 	return c.Conn.Write(p)
+}
+
+// SetWriteDeadline implements net.Conn; the lazy write timeout re-arms
+// after net/http clears or moves the deadline.
+func (c *h1Conn) SetWriteDeadline(t time.Time) error {
+	c.writeDL.Store(deadlineNanos(t))
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// SetDeadline implements net.Conn.
+func (c *h1Conn) SetDeadline(t time.Time) error {
+	c.writeDL.Store(deadlineNanos(t))
+	return c.Conn.SetDeadline(t)
+}
+
+// deadlineNanos is t for writeDL: 0 (re-arm at the next write) for no
+// deadline.
+func deadlineNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }
 
 // toHTTP2 stops HTTP/1.1 tracking at an HTTP/2 preface: what is held is

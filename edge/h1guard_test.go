@@ -203,3 +203,82 @@ func FuzzH1Guard(f *testing.F) {
 		}
 	})
 }
+
+// A client that stops reading makes the guard's writes fail within about
+// the write timeout, also after net/http cleared the deadline (it does
+// after every HTTP/1.1 request); one that reads is never cut off.
+func TestH1GuardWriteTimeout(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lis.Close()
+	gl := &h1Listener{Listener: lis, maxHeader: 1 << 16, writeTimeout: 200 * time.Millisecond}
+	client, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close()
+	server, err := gl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server.Close()
+
+	// The client reads: writes spread over more than the timeout succeed.
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_, _ = io.Copy(io.Discard, client)
+	}()
+	chunk := make([]byte, 64<<10)
+	for end := time.Now().Add(500 * time.Millisecond); time.Now().Before(end); {
+		if _, err := server.Write(chunk); err != nil {
+			t.Fatalf("write to a reading client: %v", err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	// net/http clears the deadline between requests.
+	_ = server.SetWriteDeadline(time.Time{})
+
+	// A client that stops reading.
+	_ = client.(*net.TCPConn).SetReadBuffer(4 << 10)
+	client2, err := net.Dial("tcp", lis.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client2.Close()
+	server2, err := gl.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer server2.Close()
+	if _, err := server2.Write(chunk[:1]); err != nil { // arms the deadline
+		t.Fatal(err)
+	}
+	_ = server2.SetWriteDeadline(time.Time{}) // as net/http does: must re-arm
+	start := time.Now()
+	errc := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := server2.Write(chunk); err != nil {
+				errc <- err
+				return
+			}
+		}
+	}()
+	var werr error
+	select {
+	case werr = <-errc:
+	case <-time.After(10 * time.Second):
+		_ = server2.Close()
+		t.Fatal("a write to a client that does not read blocked for 10s")
+	}
+	var ne net.Error
+	if !errors.As(werr, &ne) || !ne.Timeout() {
+		t.Fatalf("writes to a client that does not read: %v after %v, want a timeout", werr, time.Since(start))
+	}
+	t.Logf("write timed out after %v", time.Since(start).Round(time.Millisecond))
+	_ = client.Close()
+	<-done
+}
