@@ -345,7 +345,14 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 		// (h2guard.go), as native listeners do.
 		// The guard also keeps the write timeout, more cheaply than
 		// net/http's WriteByteTimeout (which stays on TLS listeners).
-		s.lis = &h1Listener{Listener: s.lis, maxHeader: limits.MaxHeaderBytes + 4096, h2: g.rapidResetGuard(s.name),
+		// net/http enforces no keepalive policy; the guard does grpc-go's.
+		h2 := g.rapidResetGuard(s.name)
+		h2.minPing = limits.KeepaliveMinPing
+		h2.onPings = func(peer net.Addr) {
+			g.log.Warn("HTTP/2 client pinged too often: GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\", connection closed",
+				"listener", s.name, "peer", fmt.Sprint(peer))
+		}
+		s.lis = &h1Listener{Listener: s.lis, maxHeader: limits.MaxHeaderBytes + 4096, h2: h2,
 			writeTimeout: limits.KeepaliveTimeout, onRefuse: func(addr net.Addr, err error) {
 				g.log.Warn("refused an HTTP/1.1 request", "listener", s.name, "remote", addr.String(), "error", err)
 			}}

@@ -246,7 +246,7 @@ func (c *h1Conn) scan(b []byte) {
 				// in the first read): GOAWAY, close, and net/http reads
 				// the guard's error.
 				g.trip(make([]byte, 512))
-				c.err = errRapidReset
+				c.err = g.readerErr
 				return
 			}
 			c.out = append(c.out, b...)

@@ -90,6 +90,11 @@ const (
 	rapidResetGoAwayTimeout = time.Second
 	// rapidResetDebug is the GOAWAY's debug data.
 	rapidResetDebug = "rapid reset"
+	// tooManyPingsDebug is the GOAWAY's debug data for a ping flood, as
+	// grpc-go sends it.
+	tooManyPingsDebug = "too_many_pings"
+	// maxPingStrikes is how many pings too soon are forgiven (grpc-go's).
+	maxPingStrikes = 2
 )
 
 // HTTP/2 framing (RFC 9113 §4.1, §6).
@@ -101,11 +106,17 @@ const (
 	h2FrameRSTStream     = 0x3
 	h2FrameGoAway        = 0x7
 	h2FlagEndStream      = 0x1
+	h2FramePing          = 0x6
+	h2FlagAck            = 0x1
 	h2ErrEnhanceYourCalm = 0xb
 )
 
 // errRapidReset is what grpc-go reads from a connection the guard closed.
 var errRapidReset = errors.New("gatehouse: HTTP/2 rapid reset: GOAWAY ENHANCE_YOUR_CALM sent, connection closed")
+
+// errTooManyPings is what the server reads from a connection closed for
+// pinging too often.
+var errTooManyPings = errors.New("gatehouse: HTTP/2 client pinged too often: GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\" sent, connection closed")
 
 // h2Guard is the rapid-reset guard of one listener: its thresholds and
 // what to do when a connection trips it.
@@ -117,6 +128,14 @@ type h2Guard struct {
 	// onTrip is called once for each connection the guard closes, with
 	// the (halved) counts that tripped it; nil for none.
 	onTrip func(peer net.Addr, streams, resets int)
+	// minPing, when not 0, is grpc-go's keepalive enforcement for
+	// listeners whose HTTP/2 server has none (net/http): a client PING
+	// sooner than minPing after the previous one, with no HEADERS or DATA
+	// from the server in between, is a strike; after maxPingStrikes the
+	// connection gets GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
+	minPing time.Duration
+	// onPings is called for each connection closed for too many pings.
+	onPings func(peer net.Addr)
 }
 
 // newH2Guard returns a guard with the default thresholds.
@@ -163,6 +182,11 @@ type guardConn struct {
 	resets    int    // premature resets among them
 	slots     [guardSlots]openSlot
 	readerErr error // once tripped
+
+	lastPing    time.Time   // the client's last PING (not ACK)
+	pingStrikes int         // pings too soon since the server last sent HEADERS or DATA
+	pingReset   atomic.Bool // the server sent HEADERS or DATA: strikes forgiven
+	debug       string      // the GOAWAY's debug data once tripped
 
 	// ended holds, at (id/2) % guardEnded, the id of a client stream the
 	// server ended; written by the writer, read by the reader.
@@ -231,6 +255,10 @@ func (c *guardConn) scanRead(p []byte) bool {
 					since = 0 // it may be the oldest slot now
 				}
 			}
+		case h2FramePing:
+			if c.g.minPing > 0 && h.flags&h2FlagAck == 0 && c.ping() {
+				return true
+			}
 		case h2FrameRSTStream:
 			if h.id&1 == 1 && h.id <= c.maxID {
 				if tick == 0 {
@@ -245,6 +273,23 @@ func (c *guardConn) scanRead(p []byte) bool {
 			}
 		}
 	}
+}
+
+// ping counts a client PING against the keepalive policy and reports
+// whether the connection has had too many.
+func (c *guardConn) ping() bool {
+	now := c.g.now()
+	if c.pingReset.Swap(false) {
+		c.pingStrikes = 0
+	} else if !c.lastPing.IsZero() && now.Sub(c.lastPing) < c.g.minPing {
+		c.pingStrikes++
+	}
+	c.lastPing = now
+	if c.pingStrikes > maxPingStrikes {
+		c.debug = tooManyPingsDebug
+		return true
+	}
+	return false
 }
 
 func (c *guardConn) tick() int64 {
@@ -299,8 +344,17 @@ func (c *guardConn) reset(id, since uint32) bool {
 // connection; p is the reader's buffer, reused to discard input.
 func (c *guardConn) trip(p []byte) {
 	c.readerErr = errRapidReset
-	if c.g.onTrip != nil {
-		c.g.onTrip(c.RemoteAddr(), c.streams, c.resets)
+	switch {
+	case c.debug == tooManyPingsDebug:
+		c.readerErr = errTooManyPings
+		if c.g.onPings != nil {
+			c.g.onPings(c.RemoteAddr())
+		}
+	default:
+		c.debug = rapidResetDebug
+		if c.g.onTrip != nil {
+			c.g.onTrip(c.RemoteAddr(), c.streams, c.resets)
+		}
 	}
 	// A write blocked on a client that does not read holds wmu; this
 	// bounds it, and the GOAWAY's own write.
@@ -347,14 +401,15 @@ func (c *guardConn) trip(p []byte) {
 // goAwayLocked writes the GOAWAY; wmu is held and the writer is at a frame
 // boundary.
 func (c *guardConn) goAwayLocked() {
-	var f [h2HeaderLen + 8 + len(rapidResetDebug)]byte
+	var buf [h2HeaderLen + 8 + len(tooManyPingsDebug)]byte
+	f := buf[:h2HeaderLen+8+len(c.debug)]
 	l := len(f) - h2HeaderLen
 	f[0], f[1], f[2] = byte(l>>16), byte(l>>8), byte(l)
 	f[3] = h2FrameGoAway // flags 0, stream 0
 	binary.BigEndian.PutUint32(f[9:], c.goAwayLast&0x7fffffff)
 	binary.BigEndian.PutUint32(f[13:], h2ErrEnhanceYourCalm)
-	copy(f[17:], rapidResetDebug)
-	if _, err := c.Conn.Write(f[:]); err != nil {
+	copy(f[17:], c.debug)
+	if _, err := c.Conn.Write(f); err != nil {
 		c.wbroken = true
 	} else {
 		c.goAwaySent = true
@@ -409,8 +464,13 @@ func (c *guardConn) scanWrite(p []byte) {
 			return
 		}
 		p = rest
-		if (h.typ == h2FrameHeaders || h.typ == h2FrameData) && h.flags&h2FlagEndStream != 0 && h.id&1 == 1 {
-			c.ended[(h.id>>1)%guardEnded].Store(h.id)
+		if h.typ == h2FrameHeaders || h.typ == h2FrameData {
+			if c.g.minPing > 0 && !c.pingReset.Load() {
+				c.pingReset.Store(true)
+			}
+			if h.flags&h2FlagEndStream != 0 && h.id&1 == 1 {
+				c.ended[(h.id>>1)%guardEnded].Store(h.id)
+			}
 		}
 	}
 }

@@ -829,3 +829,81 @@ func countHeaders(p []byte) int {
 		p = rest
 	}
 }
+
+// The keepalive policy the guard enforces where net/http has none: PINGs
+// sooner than minPing after the last one are strikes, forgiven whenever
+// the server sent HEADERS or DATA (as grpc-go forgives BDP pings); the
+// third strike gets GOAWAY "too_many_pings".
+func TestH2GuardPingPolicy(t *testing.T) {
+	ping := func(w *frameWriter, ack bool) *frameWriter {
+		_ = w.fr.WritePing(ack, [8]byte{1})
+		return w
+	}
+	cases := []struct {
+		name    string
+		minPing time.Duration
+		steps   func(c *guardConn, clock *fakeClock, scan func([]byte)) // feeds the conn
+		trip    bool
+	}{
+		{"pings too soon", 10 * time.Second, func(c *guardConn, clock *fakeClock, scan func([]byte)) {
+			for range 4 {
+				scan(ping(newFrameWriter(), false).bytes())
+				clock.add(time.Second)
+			}
+		}, true},
+		{"pings far enough apart", 10 * time.Second, func(c *guardConn, clock *fakeClock, scan func([]byte)) {
+			for range 10 {
+				scan(ping(newFrameWriter(), false).bytes())
+				clock.add(11 * time.Second)
+			}
+		}, false},
+		{"acks are not pings", 10 * time.Second, func(c *guardConn, clock *fakeClock, scan func([]byte)) {
+			for range 10 {
+				scan(ping(newFrameWriter(), true).bytes())
+			}
+		}, false},
+		{"pings after server data", 10 * time.Second, func(c *guardConn, clock *fakeClock, scan func([]byte)) {
+			for i := range 10 {
+				_, _ = c.Write(newFrameWriter().data(uint32(2*i+1), false, 10).bytes())
+				scan(ping(newFrameWriter(), false).bytes())
+			}
+		}, false},
+		{"no policy", 0, func(c *guardConn, clock *fakeClock, scan func([]byte)) {
+			for range 10 {
+				scan(ping(newFrameWriter(), false).bytes())
+			}
+		}, false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			clock := newFakeClock()
+			g := testGuard(clock)
+			g.minPing = tc.minPing
+			pings := 0
+			g.onPings = func(net.Addr) { pings++ }
+			fc := &fakeConn{}
+			c := g.wrap(fc)
+			c.preface = 0
+			tripped := false
+			tc.steps(c, clock, func(p []byte) {
+				if c.scanRead(p) {
+					tripped = true
+				}
+			})
+			if tripped != tc.trip {
+				t.Fatalf("tripped %v, want %v (strikes %d)", tripped, tc.trip, c.pingStrikes)
+			}
+			if !tc.trip {
+				return
+			}
+			c.trip(make([]byte, 64))
+			if pings != 1 || !errors.Is(c.readerErr, errTooManyPings) || !fc.closed {
+				t.Fatalf("onPings %d, reader error %v, closed %v", pings, c.readerErr, fc.closed)
+			}
+			_, ga := decodeServer(t, fc.written())
+			if ga == nil || ga.ErrCode != http2.ErrCodeEnhanceYourCalm || string(ga.DebugData()) != "too_many_pings" {
+				t.Fatalf("GOAWAY %v", ga)
+			}
+		})
+	}
+}

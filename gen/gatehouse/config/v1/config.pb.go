@@ -1867,7 +1867,8 @@ type Keepalive struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Clients that ping more often than this are disconnected (GOAWAY
 	// "too_many_pings"); 0 allows any rate. Default 10s. Enforced on "grpc"
-	// listeners; shared listeners rely on net/http's HTTP/2 server.
+	// listeners and on the HTTP/2 connections of plaintext shared ones; TLS
+	// shared listeners rely on net/http's HTTP/2 server, which has no policy.
 	MinPingInterval *durationpb.Duration `protobuf:"bytes,1,opt,name=min_ping_interval,json=minPingInterval,proto3" json:"min_ping_interval,omitempty"`
 	// Whether clients may ping while they have no call open. Default false.
 	PermitWithoutCalls bool `protobuf:"varint,2,opt,name=permit_without_calls,json=permitWithoutCalls,proto3" json:"permit_without_calls,omitempty"`
