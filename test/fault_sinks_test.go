@@ -624,14 +624,26 @@ func TestFaultAuditSinkSlow(t *testing.T) {
 		}
 		// The calls so far were made one at a time: record ok+1 is the call
 		// that waited for the sink. It was written once the reader resumed,
-		// with the outcome the backend gave, not the UNAVAILABLE the client
-		// got (noted, not asserted).
-		stuckOutcome := "none"
+		// with the outcome the backend gave; the UNAVAILABLE the client got
+		// instead must follow it, as a record of the same call by "audit".
+		stuckOutcome, amended := "none", false
 		if len(recs) > ok {
-			stuckOutcome = recs[ok].Outcome.Code
+			stuck := recs[ok]
+			stuckOutcome = stuck.Outcome.Code
+			for _, rec := range recs[ok+1:] {
+				if rec.RequestID == stuck.RequestID && rec.Decision.By == "audit" && rec.Outcome.Code == "Unavailable" {
+					amended = true
+				}
+			}
+			if stuck.RequestID == "" {
+				t.Errorf("the stuck call's record has no request id")
+			}
 		}
-		logCase(t, "audit slow/fail closed trail", fmt.Sprintf("%d records, %d of them refusals by the audit; the refused call's record (seq %d) says %s",
-			sum.Records, byAudit, ok+1, stuckOutcome))
+		logCase(t, "audit slow/fail closed trail", fmt.Sprintf("%d records, %d of them refusals by the audit; the refused call's record (seq %d) says %s, followed by its UNAVAILABLE: %v",
+			sum.Records, byAudit, ok+1, stuckOutcome, amended))
+		if stuckOutcome == "OK" && !amended {
+			t.Errorf("the call whose record timed out is recorded OK and nothing records the UNAVAILABLE its client got")
+		}
 		if byAudit < refused {
 			t.Errorf("%d refusals recorded, want at least the %d refused while stuck", byAudit, refused)
 		}

@@ -122,7 +122,15 @@ func (a *auditor) record(ctx context.Context, ci *callinfo.Info, method string, 
 		a.sink.Submit(rec)
 		return nil
 	}
+	amend := *rec // the sink owns rec once it has it
 	if err := a.sink.Write(rec); err != nil {
+		// The backend answered, but the client gets UNAVAILABLE instead:
+		// the trail must say so, after the call's own record if that is
+		// still written once the sink catches up (it may be).
+		amend.Decision = trail.Decision{Allowed: false, By: "audit"}
+		amend.Outcome.Code = codes.Unavailable.String()
+		amend.Time = a.now().UTC()
+		a.sink.Submit(&amend)
 		return errUnavailable
 	}
 	return nil
