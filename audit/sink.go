@@ -40,7 +40,8 @@ type Options struct {
 	// 2s.
 	Wait time.Duration
 	// OnWritten and OnLost, when set, are called once per record written and
-	// per record accepted but not written.
+	// per record not written (refused by a full queue, or failed to write;
+	// a Write that gave up waiting counts only if its record then fails).
 	OnWritten, OnLost func()
 }
 
@@ -187,6 +188,9 @@ func (s *Sink) Write(rec *Record) error {
 	t := time.NewTimer(s.opts.Wait)
 	defer t.Stop()
 	err := s.enqueue(p, t.C)
+	if err != nil {
+		s.lost(1) // never queued
+	}
 	if err == nil {
 		select {
 		case err = <-p.result:
@@ -317,9 +321,7 @@ func (s *Sink) run() {
 					p.result <- err
 				}
 				if err != nil {
-					if p.result == nil {
-						s.lost(1)
-					}
+					s.lost(1) // Write's caller learns it too, and fails its call
 				} else if s.opts.OnWritten != nil {
 					s.opts.OnWritten()
 				}

@@ -19,7 +19,7 @@
 //	gatehouse_tracing_spans_exported_total                 spans the collector accepted
 //	gatehouse_tracing_export_errors_total                  failed export batches
 //	gatehouse_audit_records_total                          audit records written
-//	gatehouse_audit_records_lost_total                     audit records lost (KEEP_SERVING)
+//	gatehouse_audit_records_lost_total                     audit records not written (either mode)
 //	gatehouse_build_info{version,goversion}                always 1
 //
 // plus the standard go_* and process_* collectors. Calls that no route took
