@@ -89,7 +89,7 @@ func (obs *observability) upstreamOptions() []upstream.Option {
 	if obs == nil || (obs.metrics == nil && obs.tracing == nil) {
 		return nil
 	}
-	return []upstream.Option{upstream.WithDialOptions(grpc.WithStatsHandler(telemetry.ClientHandler(obs.metrics, obs.tracing)))}
+	return []upstream.Option{upstream.WithStatsHandler(telemetry.ClientHandler(obs.metrics, obs.tracing))}
 }
 
 // watchPool makes gatehouse_upstream_endpoint_up and

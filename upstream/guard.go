@@ -181,6 +181,37 @@ func attemptFrom(ctx context.Context) *attempt {
 	return a
 }
 
+// statsChain runs several stats handlers as one: each TagRPC and TagConn
+// in order on the context the previous returned, each HandleRPC and
+// HandleConn in order.
+type statsChain []stats.Handler
+
+func (c statsChain) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
+	for _, h := range c {
+		ctx = h.TagRPC(ctx, info)
+	}
+	return ctx
+}
+
+func (c statsChain) HandleRPC(ctx context.Context, s stats.RPCStats) {
+	for _, h := range c {
+		h.HandleRPC(ctx, s)
+	}
+}
+
+func (c statsChain) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
+	for _, h := range c {
+		ctx = h.TagConn(ctx, info)
+	}
+	return ctx
+}
+
+func (c statsChain) HandleConn(ctx context.Context, s stats.ConnStats) {
+	for _, h := range c {
+		h.HandleConn(ctx, s)
+	}
+}
+
 // attemptTracker is the stats handler of backend connections: grpc-go
 // tags each attempt (retries included) with TagRPC before picking it,
 // which lets the budget refuse a retry at pick time.

@@ -1,6 +1,7 @@
 package upstream
 
 import (
+	"google.golang.org/grpc/stats"
 	"net"
 	"time"
 
@@ -24,6 +25,8 @@ type options struct {
 	// dialOptions are added to every backend connection's dial options,
 	// after the pool's own.
 	dialOptions []grpc.DialOption
+	// statsHandlers run after the pool's own, as one handler.
+	statsHandlers []stats.Handler
 	// clock drives health check intervals, ejections and DNS refresh.
 	clock Clock
 	// lookupHost resolves DNS endpoints.
@@ -50,6 +53,15 @@ func WithTransportCredentials(c credentials.TransportCredentials) Option {
 // and replaces the retry policy of routes. Repeated uses add up.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return funcOption(func(o *options) { o.dialOptions = append(o.dialOptions, opts...) })
+}
+
+// WithStatsHandler adds h to the stats handler of backend connections. The
+// pool's own (which tracks attempts for retry budgets and breakers) and the
+// ones added here run as one handler, in that order: grpc-go allocates
+// every per-message and per-call event once per handler, so one handler
+// instead of two halves that work. Repeated uses add up.
+func WithStatsHandler(h stats.Handler) Option {
+	return funcOption(func(o *options) { o.statsHandlers = append(o.statsHandlers, h) })
 }
 
 // WithConnectTimeout bounds how long connecting to one endpoint (TCP and

@@ -3,6 +3,7 @@ package upstream
 import (
 	"errors"
 	"fmt"
+	"google.golang.org/grpc/stats"
 	"maps"
 	"slices"
 	"sort"
@@ -358,7 +359,7 @@ func (b *backend) connLocked(rp *RetryPolicy) (*polConn, error) {
 		grpc.WithTransportCredentials(b.pool.opts.creds),
 		grpc.WithResolvers(pc.resolver),
 		grpc.WithDefaultServiceConfig(sc),
-		grpc.WithStatsHandler(attemptTracker{}),
+		grpc.WithStatsHandler(b.pool.statsHandler()),
 		// A pooled connection stays connected so that its health shows;
 		// grpc's default would drop it after 30 idle minutes.
 		grpc.WithIdleTimeout(0),
@@ -380,6 +381,15 @@ func (b *backend) connLocked(rp *RetryPolicy) (*polConn, error) {
 		cc.Connect()
 	}
 	return pc, nil
+}
+
+// statsHandler is the one stats handler of backend connections: the
+// attempt tracker, then those of WithStatsHandler.
+func (p *Pool) statsHandler() stats.Handler {
+	if len(p.opts.statsHandlers) == 0 {
+		return attemptTracker{}
+	}
+	return append(statsChain{attemptTracker{}}, p.opts.statsHandlers...)
 }
 
 // Flow-control windows of backend connections: per call and per
