@@ -23,11 +23,15 @@ import (
 //
 // It tracks body framing (Content-Length and chunked, as net/http reads
 // them) only to find where the next request's header block begins; it
-// parses nothing else and copies body bytes straight through. An HTTP/2
-// prior-knowledge connection and an upgraded one (WebSocket) are passed
-// through untouched after their first request line or header block.
+// parses nothing else and copies body bytes straight through. An upgraded
+// connection (WebSocket) is passed through untouched after its header
+// block; an HTTP/2 prior-knowledge connection is handed, after its preface,
+// to the rapid-reset and keepalive guard (h2guard.go), which net/http's
+// HTTP/2 server lacks. The connection also keeps the listener's write
+// timeout, armed lazily (see Write).
+//
 // TLS connections are not wrapped: net/http must see the *tls.Conn to
-// negotiate HTTP/2, so on TLS listeners net/http's own RFC behaviour holds.
+// negotiate HTTP/2, so on TLS listeners net/http's own behaviour holds.
 
 // errSmuggling is the read error that makes net/http refuse a request
 // carrying both Content-Length and Transfer-Encoding.
