@@ -37,31 +37,6 @@ routes:
 `, hex.EncodeToString(sum[:]))
 	g := startGateway(t, cfg, withDemoREST())
 	base := "http://" + g.Addr("shared").String()
-	get := func(t *testing.T, p, key string) int {
-		t.Helper()
-		req, err := http.NewRequest("GET", base+p, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		path, query, _ := strings.Cut(p, "?")
-		req.URL.Opaque = "//" + req.URL.Host + path // the path exactly as written
-		req.URL.RawQuery = query
-		if key != "" {
-			req.Header.Set("x-api-key", key)
-		}
-		tr := &http.Transport{DisableKeepAlives: true}
-		defer tr.CloseIdleConnections()
-		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		body, _ := io.ReadAll(resp.Body)
-		_ = resp.Body.Close()
-		if resp.StatusCode >= 500 {
-			t.Logf("%s: %d %s", p, resp.StatusCode, body)
-		}
-		return resp.StatusCode
-	}
 	for _, p := range []string{
 		"/v1/books/1",
 		"/v1/books/a%2Fb",
@@ -86,12 +61,12 @@ routes:
 	} {
 		t.Run(p, func(t *testing.T) {
 			b.handled.Store(0)
-			anon := get(t, p, "")
+			anon := getAsWritten(t, base, p, "")
 			anonCalls := b.handled.Load()
 			b.mu.Lock()
 			b.lastID = "<none>"
 			b.mu.Unlock()
-			authed := get(t, p, "k-paths")
+			authed := getAsWritten(t, base, p, "k-paths")
 			authedCalls := b.handled.Load() - anonCalls
 			b.mu.Lock()
 			id := b.lastID
@@ -116,4 +91,33 @@ routes:
 			}
 		})
 	}
+}
+
+// getAsWritten sends GET base+p with the path exactly as written (no
+// cleaning or re-escaping by the client) and, when key is set, an x-api-key
+// header; it returns the status code.
+func getAsWritten(t *testing.T, base, p, key string) int {
+	t.Helper()
+	req, err := http.NewRequest("GET", base+p, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path, query, _ := strings.Cut(p, "?")
+	req.URL.Opaque = "//" + req.URL.Host + path
+	req.URL.RawQuery = query
+	if key != "" {
+		req.Header.Set("x-api-key", key)
+	}
+	tr := &http.Transport{DisableKeepAlives: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	_ = resp.Body.Close()
+	if resp.StatusCode >= 500 {
+		t.Logf("%s: %d %s", p, resp.StatusCode, body)
+	}
+	return resp.StatusCode
 }
