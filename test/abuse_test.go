@@ -152,6 +152,7 @@ listeners:
     address: "127.0.0.1:0"
     protocol: grpc
     limits: %[1]s
+admin: { address: "127.0.0.1:0" }
 backends:
   - name: b
     endpoints: [%[2]q]
@@ -189,6 +190,7 @@ func abuseGateway(t *testing.T, extra ...string) (*countingBackend, map[string]s
 	b.messages.Store(0)
 	b.handled.Store(0)
 	b.peak.Store(0)
+	addrs["admin"] = g.Addr("admin").String() // after the warm-up, which dials the others
 	return b, addrs
 }
 
@@ -696,6 +698,10 @@ func TestAbuseFloods(t *testing.T) {
 			}
 			if p := b.peak.Load(); p > 10 {
 				t.Errorf("backend stream handlers peaked at %d, more than the stream cap of 10", p)
+			}
+			// The flood counter fired, for this listener.
+			if n := value(t, scrapeAt(t, addrs["admin"]), "gatehouse_http2_rapid_reset_total", map[string]string{"listener": kind}); n < 1 {
+				t.Errorf("gatehouse_http2_rapid_reset_total{listener=%q} = %v, want at least 1", kind, n)
 			}
 			healthy(t, kind, conns)
 		})

@@ -392,7 +392,13 @@ func grpcInvoke(ctx context.Context, cc *grpc.ClientConn, method string) (any, e
 // scrape reads /metrics from the admin listener and parses it.
 func scrape(t *testing.T, g *edge.Gateway) map[string]*dto.MetricFamily {
 	t.Helper()
-	code, body, hdr := httpDo(t, http.MethodGet, "http://"+g.Addr("admin").String()+"/metrics", "")
+	return scrapeAt(t, g.Addr("admin").String())
+}
+
+// scrapeAt is scrape of the admin listener at addr.
+func scrapeAt(t *testing.T, addr string) map[string]*dto.MetricFamily {
+	t.Helper()
+	code, body, hdr := httpDo(t, http.MethodGet, "http://"+addr+"/metrics", "")
 	if code != http.StatusOK {
 		t.Fatalf("/metrics: %d %s", code, body)
 	}
