@@ -196,14 +196,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 				p = p[:c.left]
 			}
 			n, err := c.Conn.Read(p)
-			c.left -= int64(n)
-			if c.left == 0 {
-				if c.state == h1Body {
-					c.state = h1Header
-				} else {
-					c.state = h1ChunkEnd
-				}
-			}
+			c.passed(int64(n))
 			return n, err
 		}
 		if c.buf == nil {
@@ -240,6 +233,20 @@ func (c *h1Conn) drain() (int, error) {
 	}
 }
 
+// passed counts n bytes of a Content-Length body or of chunk data; at its
+// end the next request's header block, or the CRLF after the chunk, follows.
+func (c *h1Conn) passed(n int64) {
+	c.left -= n
+	if c.left > 0 {
+		return
+	}
+	if c.state == h1Body {
+		c.state = h1Header
+	} else {
+		c.state = h1ChunkEnd
+	}
+}
+
 // scan runs the parser over b, moving checked bytes to out.
 func (c *h1Conn) scan(b []byte) {
 	for len(b) > 0 && c.err == nil {
@@ -262,14 +269,7 @@ func (c *h1Conn) scan(b []byte) {
 			}
 			c.out = append(c.out, b[:n]...)
 			b = b[n:]
-			c.left -= n
-			if c.left == 0 {
-				if c.state == h1Body {
-					c.state = h1Header
-				} else {
-					c.state = h1ChunkEnd
-				}
-			}
+			c.passed(n)
 		case h1Header:
 			if len(c.held) == 0 {
 				// net/http skips blank lines between requests.
@@ -317,11 +317,15 @@ func (c *h1Conn) scan(b []byte) {
 func (c *h1Conn) checkPreface() {
 	if i := bytes.IndexByte(c.held, '\n'); i >= 0 {
 		c.first = true
-		if bytes.HasPrefix(c.held, []byte("PRI * HTTP/2.0")) {
+		if isPreface(c.held) {
 			c.toHTTP2()
 		}
 	}
 }
+
+// isPreface reports whether a request line is HTTP/2's prior-knowledge
+// preface.
+func isPreface(line []byte) bool { return bytes.HasPrefix(line, []byte("PRI * HTTP/2.0")) }
 
 // headerEnd returns how many bytes of b complete the header block begun by
 // held (through its blank line), or -1.
@@ -365,7 +369,7 @@ func (c *h1Conn) endHeader() {
 	block := c.held
 	c.first = true
 	lines := bytes.Split(block, []byte("\n"))
-	if bytes.HasPrefix(lines[0], []byte("PRI * HTTP/2.0")) {
+	if isPreface(lines[0]) {
 		c.toHTTP2()
 		return
 	}

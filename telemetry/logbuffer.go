@@ -19,17 +19,21 @@ type LogBuffer struct {
 	w        io.Writer
 	interval time.Duration
 
-	mu      sync.Mutex
-	cond    *sync.Cond // signalled when a flush frees room
-	buf     []byte     // lines waiting to be written
-	spare   []byte     // the other buffer, swapped in while one is written
-	writing bool       // a flush is in progress
-	closed  bool
-	err     error // the last write error, reported by Close
+	mu     sync.Mutex
+	cond   *sync.Cond // signalled when a flush frees room
+	buf    []byte     // lines waiting to be written
+	spare  []byte     // the other buffer, swapped in while one is written
+	closed bool
+	err    error // the last write error, reported by Close
 
 	kick chan struct{}
 	done chan struct{}
 }
+
+// AccessLogFlush is how long an access log line may wait in a LogBuffer
+// in front of the access log (cmd/gatehouse serve, and the benchmark's
+// profiling build of it).
+const AccessLogFlush = 100 * time.Millisecond
 
 const (
 	logFlushAt = 64 << 10 // flush early once this much is buffered
@@ -98,7 +102,6 @@ func (b *LogBuffer) flush() bool {
 	}
 	out := b.buf
 	b.buf, b.spare = b.spare[:0], nil
-	b.writing = true
 	b.mu.Unlock()
 
 	_, err := b.w.Write(out)
@@ -111,7 +114,6 @@ func (b *LogBuffer) flush() bool {
 	if cap(b.spare) > logLimit {
 		b.spare = nil // a burst's buffer is not kept
 	}
-	b.writing = false
 	b.cond.Broadcast()
 	if b.closed {
 		b.kickLocked() // drain the rest without waiting for the ticker

@@ -15,7 +15,6 @@ import (
 	"runtime/debug"
 	"runtime/pprof"
 	"syscall"
-	"time"
 
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/edge"
@@ -45,7 +44,7 @@ func run(path, prof string) error {
 	// what the benchmark's config keeps): process log on stderr, access log
 	// on stdout.
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
-	out := telemetry.NewLogBuffer(os.Stdout, 100*time.Millisecond)
+	out := telemetry.NewLogBuffer(os.Stdout, telemetry.AccessLogFlush)
 	defer out.Close()
 	access := slog.New(slog.NewJSONHandler(out, nil))
 	g, err := edge.New(cfg, edge.WithLogger(log), edge.WithAccessLogger(access), edge.WithREST(demo.REST()...))

@@ -51,6 +51,6 @@ func accessLogFile(cfg *configv1.Config, access *slog.Logger) (*slog.Logger, fun
 	if err != nil {
 		return nil, nil, err
 	}
-	buf := telemetry.NewLogBuffer(w, accessLogFlush)
+	buf := telemetry.NewLogBuffer(w, telemetry.AccessLogFlush)
 	return slog.New(slog.NewJSONHandler(buf, nil)), func() { _ = buf.Close(); _ = w.Close() }, nil
 }

@@ -141,9 +141,6 @@ func loggersAt(level *slog.LevelVar, cfg *configv1.Config, stdout, stderr io.Wri
 	return proc, slog.New(slog.NewJSONHandler(stdout, nil))
 }
 
-// accessLogFlush is how long an access log line may wait in memory.
-const accessLogFlush = 100 * time.Millisecond
-
 // gcPercent is the gateway's GOGC unless the environment sets one: a proxy
 // allocates per call and keeps little, so trading some heap for fewer
 // collections is cheap (the live heap is tens of MiB).
@@ -164,9 +161,9 @@ func serve(args []string, stdout, stderr io.Writer) int {
 	}
 	level := new(slog.LevelVar)
 	// Access log lines are batched off the call path (one write every
-	// accessLogFlush); shutdown drains the calls in flight, then the
+	// telemetry.AccessLogFlush); shutdown drains the calls in flight, then the
 	// deferred close writes their lines.
-	out := telemetry.NewLogBuffer(stdout, accessLogFlush)
+	out := telemetry.NewLogBuffer(stdout, telemetry.AccessLogFlush)
 	defer out.Close()
 	log, access := loggersAt(level, cfg, out, stderr)
 	access, closeAccess, err := accessLogFile(cfg, access) // audit.go: a file with rotation
