@@ -11,6 +11,46 @@ import (
 	"time"
 )
 
+// edgeCasePaths are the path edge cases both path tests send: "%2F" in a
+// one-segment variable, "..", ".", "//", "%2e", mixed-case and double
+// escapes, NUL, CRLF, a parameter, UTF-8 and bytes that are not.
+var edgeCasePaths = []string{
+	"/v1/books/1",
+	"/v1/books/a%2Fb",
+	"/v1/books/a%2fb",
+	"/v1/books/..%2Fadmin",
+	"/v1/books/%2e%2e",
+	"/v1/books/%2E%2e",
+	"/v1/books/../books/1",
+	"/v1/books/./1",
+	"/v1/books//1",
+	"/v1//books/1",
+	"/v1/books/1/",
+	"/v1/books/%252F",
+	"/v1/BOOKS/1",
+	"/v1/books/%31",
+	"/v1/books/1%00",
+	"/v1/books/1;x=y",
+	"/v1/books/%C3%A9",
+	"/v1/books/%FF",
+	"/v1/books/%0d%0aX-Api-Key:%20k-paths",
+	"/v1/books/1?view=%FF",
+}
+
+// booksRoutes is the routes block of the path tests: GET /v1/books/{one
+// segment} goes to backend b with routeExtra added to the route, anything
+// else is denied at the edge.
+func booksRoutes(routeExtra string) string {
+	return `routes:
+  - name: books-get
+    match: { http_method: "GET", path: { regex: "/v1/books/[^/]+" } }
+    backend: b
+` + routeExtra + `  - name: deny
+    match: { service: "*" }
+    direct_response: { code: "PERMISSION_DENIED", message: "denied" }
+`
+}
+
 // TestAbusePathsAuthorization sends path edge cases (%2F in a one-segment
 // variable, "..", "//", "%2e", mixed-case escapes) to a gateway where only
 // an authenticated caller may read one book and everything else is denied.
@@ -26,39 +66,11 @@ func TestAbusePathsAuthorization(t *testing.T) {
 	cfg = cfg[:strings.Index(cfg, "routes:")] + fmt.Sprintf(`authentication:
   api_keys:
     - { name: keys, header: x-api-key, keys: [{ id: reader, sha256: %s }] }
-routes:
-  - name: books-get
-    match: { http_method: "GET", path: { regex: "/v1/books/[^/]+" } }
-    backend: b
-    auth: { require: ["keys"] }
-  - name: deny
-    match: { service: "*" }
-    direct_response: { code: "PERMISSION_DENIED", message: "denied" }
-`, hex.EncodeToString(sum[:]))
+`, hex.EncodeToString(sum[:])) + booksRoutes(`    auth: { require: ["keys"] }
+`)
 	g := startGateway(t, cfg, withDemoREST())
 	base := "http://" + g.Addr("shared").String()
-	for _, p := range []string{
-		"/v1/books/1",
-		"/v1/books/a%2Fb",
-		"/v1/books/a%2fb",
-		"/v1/books/..%2Fadmin",
-		"/v1/books/%2e%2e",
-		"/v1/books/%2E%2e",
-		"/v1/books/../books/1",
-		"/v1/books/./1",
-		"/v1/books//1",
-		"/v1//books/1",
-		"/v1/books/1/",
-		"/v1/books/%252F",
-		"/v1/BOOKS/1",
-		"/v1/books/%31",
-		"/v1/books/1%00",
-		"/v1/books/1;x=y",
-		"/v1/books/%C3%A9",
-		"/v1/books/%FF",
-		"/v1/books/%0d%0aX-Api-Key:%20k-paths",
-		"/v1/books/1?view=%FF",
-	} {
+	for _, p := range edgeCasePaths {
 		t.Run(p, func(t *testing.T) {
 			b.handled.Store(0)
 			anon := getAsWritten(t, base, p, "")
