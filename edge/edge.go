@@ -352,7 +352,14 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 			g.log.Warn("HTTP/2 client pinged too often: GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\", connection closed",
 				"listener", s.name, "peer", fmt.Sprint(peer))
 		}
-		s.lis = &h1Listener{Listener: s.lis, maxHeader: limits.MaxHeaderBytes + 4096, h2: h2,
+		inner := s.lis
+		if l.GetH2CGrpc() != h2cGRPCHTTP {
+			// gRPC clients' connections go to grpc-go's native transport
+			// (h2csplit.go); s.serve serves s.split.native.
+			s.split = newH2CSplit(s.lis, limits.ReadHeaderTimeout, limits.MaxHeaderBytes, g.rapidResetGuard(s.name))
+			inner = s.split
+		}
+		s.lis = &h1Listener{Listener: inner, maxHeader: limits.MaxHeaderBytes + 4096, h2: h2,
 			writeTimeout: limits.KeepaliveTimeout, onRefuse: func(addr net.Addr, err error) {
 				g.log.Warn("refused an HTTP/1.1 request", "listener", s.name, "remote", addr.String(), "error", err)
 			}}

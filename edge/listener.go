@@ -39,6 +39,10 @@ const (
 	protocolGRPC   = "grpc"
 )
 
+// h2cGRPCHTTP is the listener's h2c_grpc value that keeps every cleartext
+// HTTP/2 connection on net/http (no split).
+const h2cGRPCHTTP = "http"
+
 // server is one bound address: a grpc.Server and, for shared listeners, the
 // HTTP server in front of it and the in-process connection that carries
 // transcoded REST calls into the grpc.Server.
@@ -50,6 +54,7 @@ type server struct {
 
 	// Shared listeners only.
 	http    *http.Server
+	split   *h2cSplit // plaintext, unless h2c_grpc is "http": gRPC clients' connections for grpc
 	inproc  *bufconn.Listener
 	conn    *grpc.ClientConn // in-process client of grpc, for REST
 	rest    http.Handler
@@ -58,7 +63,9 @@ type server struct {
 
 // grpcServerOptions turns listener limits into grpc.Server options. The
 // keepalive and connection-timeout options apply on the native transport
-// only; the shared listener enforces its limits in net/http.
+// only (grpc listeners, and gRPC clients' connections that a plaintext
+// shared listener hands to it); net/http enforces the shared listener's
+// limits on the others.
 func grpcServerOptions(l config.Limits) []grpc.ServerOption {
 	return []grpc.ServerOption{
 		// Calls run on a pool of long-lived goroutines whose stacks are
@@ -163,6 +170,9 @@ func (s *server) dialInProcess(maxMsg int) error {
 // returns nil after a shutdown.
 func (s *server) serve() error {
 	var err error
+	if s.split != nil {
+		go func() { _ = s.grpc.Serve(s.split.native) }() // ends when the split closes
+	}
 	if s.http != nil {
 		err = s.http.Serve(s.lis)
 		if errors.Is(err, http.ErrServerClosed) {
