@@ -7,6 +7,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/interceptors/requestid"
 	"github.com/gatehouse-dev/gatehouse/interceptors/validate"
 	"github.com/gatehouse-dev/gatehouse/routing"
+	"github.com/gatehouse-dev/gatehouse/telemetry"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -14,6 +15,11 @@ import (
 
 // The interceptor chain is wired here and only here. Order, outermost first:
 //
+//  0. calls:     (client listeners) attaches the callinfo.Info that every
+//     layer and the router share, and counts the call (in flight, then
+//     by route, method and code with its duration: telemetry/calls.go).
+//     It cannot panic, so it may sit outside recovery, whose INTERNAL it
+//     then counts.
 //  1. recovery:  a panic anywhere below becomes INTERNAL and is logged with
 //     its stack; it must be outermost to catch the others' panics.
 //  2. ingress:   (ingress.go) decides where the call comes from, believing
@@ -43,19 +49,23 @@ import (
 //  8. validate:  refuses invalid requests before they reach a handler or a
 //     backend.
 //
-// Outside the chain, the server's stats handler (telemetry.go) attaches the
-// callinfo.Info that every layer shares, counts the call and makes its
-// server span, so the chain's interceptors already run inside the span.
+// Outside the chain, when tracing is on, the server's stats handler
+// (telemetry.go) makes the call's server span, so the chain's interceptors
+// already run inside the span.
 //
 // Proxied calls pass only through stream interceptors, so every concern has
 // a stream variant; unary variants serve the gateway's own services.
 
 func (g *Gateway) streamChain(lc *configv1.Listener) []grpc.StreamServerInterceptor {
-	c := []grpc.StreamServerInterceptor{
+	var c []grpc.StreamServerInterceptor
+	if lc != nil {
+		c = append(c, telemetry.StreamServerInterceptor(g.obs.metricsOrNil()))
+	}
+	c = append(c,
 		recovery.StreamServerInterceptor(recovery.WithLogger(g.log)),
 		g.ingressStream(), // ingress.go
 		requestid.StreamServerInterceptor(),
-	}
+	)
 	if g.opts.accessLogger != nil {
 		c = append(c, accesslog.StreamServerInterceptor(g.opts.accessLogger, g.accessLogOptions()...))
 	}
@@ -66,11 +76,15 @@ func (g *Gateway) streamChain(lc *configv1.Listener) []grpc.StreamServerIntercep
 }
 
 func (g *Gateway) unaryChain(lc *configv1.Listener) []grpc.UnaryServerInterceptor {
-	c := []grpc.UnaryServerInterceptor{
+	var c []grpc.UnaryServerInterceptor
+	if lc != nil {
+		c = append(c, telemetry.UnaryServerInterceptor(g.obs.metricsOrNil()))
+	}
+	c = append(c,
 		recovery.UnaryServerInterceptor(recovery.WithLogger(g.log)),
 		g.ingressUnary(), // ingress.go
 		requestid.UnaryServerInterceptor(),
-	}
+	)
 	if g.opts.accessLogger != nil {
 		c = append(c, accesslog.UnaryServerInterceptor(g.opts.accessLogger, g.accessLogOptions()...))
 	}

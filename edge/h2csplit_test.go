@@ -195,7 +195,7 @@ func FuzzH2CSplit(f *testing.F) {
 			_, _ = client.Write(in)
 			_, _ = io.Copy(io.Discard, client) // the server preface
 		}()
-		s := &h2cSplit{timeout: 20 * time.Millisecond, maxHeader: 4096}
+		s := &h2cSplit{timeout: 5 * time.Millisecond, maxHeader: 4096}
 		_, rc, err := s.look(server)
 		server.Close()
 		if err != nil || rc == nil {

@@ -74,13 +74,22 @@ func newObservability(cfg *configv1.Config, o options) (*observability, error) {
 	return obs, nil
 }
 
-// serverOptions are the grpc.Server options of client listeners: the stats
-// handler that counts and traces every call.
+// serverOptions are the grpc.Server options of client listeners: when
+// tracing is on, the stats handler that traces every call (the calls
+// interceptors count them: chain.go).
 func (obs *observability) serverOptions() []grpc.ServerOption {
-	if obs == nil || (obs.metrics == nil && obs.tracing == nil) {
+	if obs == nil || obs.tracing == nil {
 		return nil
 	}
-	return []grpc.ServerOption{grpc.StatsHandler(telemetry.ServerHandler(obs.metrics, obs.tracing))}
+	return []grpc.ServerOption{grpc.StatsHandler(telemetry.ServerHandler(obs.tracing))}
+}
+
+// metricsOrNil is the gateway's metrics, nil when off.
+func (obs *observability) metricsOrNil() *telemetry.Metrics {
+	if obs == nil {
+		return nil
+	}
+	return obs.metrics
 }
 
 // upstreamOptions are the backend pool's options: the stats handler that

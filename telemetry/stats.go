@@ -23,23 +23,19 @@ const (
 	AttrAuth     = "gatehouse.auth.credential"
 )
 
-// ServerHandler returns the stats handler of the gateway's server: it
-// attaches a callinfo.Info to each call (which the interceptors and the
-// router then share), counts the call in m and, when t is not nil, makes
-// the call's server span, child of the trace context the client sent
-// (W3C traceparent, tracestate and baggage). The route, backend, decision
-// and upstream attempts that the call recorded in its callinfo.Info become
-// span attributes when it ends. Either m or t may be nil.
+// ServerHandler returns the stats handler of the gateway's server when
+// tracing is on: it attaches a callinfo.Info to each call (which the
+// interceptors and the router then share) and makes the call's server span,
+// child of the trace context the client sent (W3C traceparent, tracestate
+// and baggage). The route, backend, decision and upstream attempts that the
+// call recorded in its callinfo.Info become span attributes when it ends.
+// Calls are counted by the calls interceptors (calls.go), not here.
 //
 // Transcoded REST calls enter the server through an in-process connection
 // that has no stats handler, with the HTTP request's traceparent as
 // metadata: they too get exactly one server span, in the client's trace.
-func ServerHandler(m *Metrics, t *Tracing) stats.Handler {
-	h := &serverHandler{m: m}
-	if t != nil {
-		h.trace = otelgrpc.NewServerHandler(t.otelOptions()...)
-	}
-	return h
+func ServerHandler(t *Tracing) stats.Handler {
+	return &serverHandler{trace: otelgrpc.NewServerHandler(t.otelOptions()...)}
 }
 
 // ClientHandler returns the stats handler of backend connections: each
@@ -55,29 +51,20 @@ func ClientHandler(m *Metrics, t *Tracing) stats.Handler {
 	return h
 }
 
-type methodKey struct{}
-
 type serverHandler struct {
-	m     *Metrics
-	trace stats.Handler // nil when tracing is off
+	trace stats.Handler
 }
 
 func (h *serverHandler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
 	ctx, _ = callinfo.With(ctx)
-	if h.trace != nil {
-		ctx = h.trace.TagRPC(ctx, info)
-	}
-	return context.WithValue(ctx, methodKey{}, info.FullMethodName)
+	return h.trace.TagRPC(ctx, info)
 }
 
 func (h *serverHandler) HandleRPC(ctx context.Context, rs stats.RPCStats) {
-	switch rs := rs.(type) {
-	case *stats.Begin:
-		h.m.callStarted()
-	case *stats.End:
-		ci := callinfo.From(ctx)
-		route, backend := ci.Route()
+	if _, ok := rs.(*stats.End); ok {
 		if span := trace.SpanFromContext(ctx); span.IsRecording() {
+			ci := callinfo.From(ctx)
+			route, backend := ci.Route()
 			attempts, _ := ci.Upstream()
 			d := ci.Decision()
 			decision := "allowed"
@@ -98,25 +85,16 @@ func (h *serverHandler) HandleRPC(ctx context.Context, rs stats.RPCStats) {
 			}
 			span.SetAttributes(attrs...)
 		}
-		method, _ := ctx.Value(methodKey{}).(string)
-		h.m.callEnded(route, method, status.Code(rs.Error), rs.EndTime.Sub(rs.BeginTime))
 	}
-	if h.trace != nil {
-		h.trace.HandleRPC(ctx, rs)
-	}
+	h.trace.HandleRPC(ctx, rs)
 }
 
 func (h *serverHandler) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {
-	if h.trace != nil {
-		return h.trace.TagConn(ctx, info)
-	}
-	return ctx
+	return h.trace.TagConn(ctx, info)
 }
 
 func (h *serverHandler) HandleConn(ctx context.Context, cs stats.ConnStats) {
-	if h.trace != nil {
-		h.trace.HandleConn(ctx, cs)
-	}
+	h.trace.HandleConn(ctx, cs)
 }
 
 type attemptKey struct{}
