@@ -69,7 +69,7 @@ func (s *syncBuffer) lines(t *testing.T) []map[string]any {
 
 // startBackend serves the grpc interop TestService on a free loopback port
 // and returns its address. register may add more services.
-func startBackend(t *testing.T, register ...func(*grpc.Server)) string {
+func startBackend(t testing.TB, register ...func(*grpc.Server)) string {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
