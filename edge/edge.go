@@ -18,6 +18,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/routing"
 	"github.com/gatehouse-dev/gatehouse/upstream"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"golang.org/x/net/http2"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -319,7 +320,15 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 	if err != nil {
 		return nil, err
 	}
-	s.grpc = g.newGRPCServer(limits, true, l, grpcTLSOptions(ts, s.protocol, g.rapidResetGuard(s.name))...)
+	// On a shared listener, gRPC clients' HTTP/2 connections go to the
+	// grpc.Server's native transport (h2csplit.go), TLS ones with their
+	// handshake done.
+	native := s.protocol != protocolGRPC && l.GetGrpcConnections() != grpcConnectionsHTTP
+	extra := grpcTLSOptions(ts, s.protocol, g.rapidResetGuard(s.name))
+	if native && ts != nil {
+		extra = append(extra, grpc.Creds(handshakenCreds{}))
+	}
+	s.grpc = g.newGRPCServer(limits, true, l, extra...)
 	g.registerReflection(s.grpc, true)
 	if s.protocol == protocolGRPC {
 		return s, nil
@@ -339,24 +348,25 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 		return nil, err
 	}
 	s.http = newHTTPServer(s, limits)
-	if ts == nil {
-		// Plaintext HTTP/1.1 is checked for request smuggling (h1guard.go).
-		// HTTP/2 prior-knowledge connections get the rapid-reset guard
-		// (h2guard.go), as native listeners do.
-		// The guard also keeps the write timeout, more cheaply than
-		// net/http's WriteByteTimeout (which stays on TLS listeners).
-		// net/http enforces no keepalive policy; the guard does grpc-go's.
-		h2 := g.rapidResetGuard(s.name)
-		h2.minPing = limits.KeepaliveMinPing
-		h2.onPings = func(peer net.Addr) {
-			g.log.Warn("HTTP/2 client pinged too often: GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\", connection closed",
-				"listener", s.name, "peer", fmt.Sprint(peer))
-		}
+	// The rapid-reset guard (h2guard.go) of the HTTP/2 connections net/http
+	// serves, with grpc-go's keepalive policy, which net/http lacks.
+	h2 := g.rapidResetGuard(s.name)
+	h2.minPing = limits.KeepaliveMinPing
+	h2.onPings = func(peer net.Addr) {
+		g.log.Warn("HTTP/2 client pinged too often: GOAWAY ENHANCE_YOUR_CALM \"too_many_pings\", connection closed",
+			"listener", s.name, "peer", fmt.Sprint(peer))
+	}
+	switch {
+	case ts == nil:
+		// Plaintext HTTP/1.1 is checked for request smuggling (h1guard.go),
+		// which also keeps the write timeout, more cheaply than net/http's
+		// WriteByteTimeout (which stays on TLS listeners). HTTP/2
+		// prior-knowledge connections get the rapid-reset guard, as native
+		// listeners do.
 		inner := s.lis
-		if l.GetH2CGrpc() != h2cGRPCHTTP {
-			// gRPC clients' connections go to grpc-go's native transport
-			// (h2csplit.go); s.serve serves s.split.native.
+		if native {
 			s.split = newH2CSplit(s.lis, limits.ReadHeaderTimeout, limits.MaxHeaderBytes, g.rapidResetGuard(s.name))
+			s.split.start()
 			inner = s.split
 		}
 		s.lis = &h1Listener{Listener: inner, maxHeader: limits.MaxHeaderBytes + 4096, h2: h2,
@@ -364,8 +374,27 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 				g.log.Warn("refused an HTTP/1.1 request", "listener", s.name, "remote", addr.String(), "error", err)
 			}}
 		s.http.HTTP2.WriteByteTimeout = 0
+	case native:
+		// The split does the TLS handshake: HTTP/1.1 goes to net/http as a
+		// *tls.Conn, HTTP/2 by its first request to the native transport
+		// or to x/net's HTTP/2 server (net/http's own, unbundled), which
+		// net/http's Shutdown sends GOAWAY (ConfigureServer).
+		h2srv := &http2.Server{}
+		if err := http2.ConfigureServer(s.http, h2srv); err != nil {
+			s.stop()
+			return nil, err
+		}
+		s.split = newH2CSplit(s.lis, limits.ReadHeaderTimeout, limits.MaxHeaderBytes, g.rapidResetGuard(s.name))
+		s.split.tls = ts.Config()
+		s.split.h2, s.split.h1, s.split.h2guard = h2srv, s.http, h2
+		s.split.onTLSError = func(addr net.Addr, err error) {
+			g.log.Debug("TLS handshake failed", "listener", s.name, "remote", addr.String(), "error", err)
+		}
+		s.split.start()
+		s.lis = s.split
+	default:
+		serveTLS(s, ts) // tls.go
 	}
-	serveTLS(s, ts) // tls.go
 	return s, nil
 }
 

@@ -1,25 +1,31 @@
 package edge
 
-// Native gRPC on shared plaintext listeners (issue 10).
+// Native gRPC on shared listeners (issue 10).
 //
 // A shared listener serves gRPC through grpc-go's ServeHTTP under net/http,
 // which costs about twice the CPU per call of grpc-go's own transport and
-// flushes every message of a server stream on its own. Yet a cleartext
-// HTTP/2 (prior-knowledge) connection almost always carries one kind of
-// traffic: a gRPC client's connection carries gRPC only. So the split
-// listener looks at each new connection before either server gets it:
+// flushes every message of a server stream on its own. Yet an HTTP/2
+// connection almost always carries one kind of traffic: a gRPC client's
+// connection carries gRPC only. So the split listener looks at each new
+// connection before either server gets it:
 //
-//   - HTTP/1.1 (anything that is not the HTTP/2 preface) goes to net/http
-//     at once, its first bytes replayed.
-//   - HTTP/2 prior knowledge: the split answers the preface with an empty
-//     SETTINGS frame (a gRPC client waits for the server's preface before
-//     its first call), reads the client's frames up to its first request
-//     (HEADERS and CONTINUATION, decoded with a fresh HPACK decoder) and
-//     picks the server from its content-type: application/grpc (not
-//     gRPC-Web) goes to the listener's grpc.Server on its native transport;
-//     anything else to net/http. A connection that sends no request within
-//     the read-header timeout is a gRPC client's idle channel, and goes
-//     native too.
+//   - TLS listeners: the split does the handshake. HTTP/1.1 (ALPN
+//     http/1.1 or none) goes to net/http as the *tls.Conn, unread, so that
+//     r.TLS is what net/http makes of it.
+//   - Plaintext HTTP/1.1 (anything that is not the HTTP/2 preface) goes to
+//     net/http at once, its first bytes replayed.
+//   - HTTP/2 (prior knowledge, or ALPN h2): the split answers the preface
+//     with an empty SETTINGS frame (a gRPC client waits for the server's
+//     preface before its first call), reads the client's frames up to its
+//     first request (HEADERS and CONTINUATION, decoded with a fresh HPACK
+//     decoder) and picks the server from its content-type:
+//     application/grpc (not gRPC-Web) goes to the listener's grpc.Server on
+//     its native transport (TLS connections with handshakenCreds, which
+//     give calls their peer's TLSInfo); anything else to net/http's HTTP/2
+//     server: net/http itself for plaintext, x/net's (the same code,
+//     unbundled) for TLS, since net/http must own a *tls.Conn it has not
+//     read from. A connection that sends no request within the read-header
+//     timeout is a gRPC client's idle channel, and goes native too.
 //
 // The chosen server reads the connection from its very first byte (what
 // the split read is replayed) and sends its own SETTINGS, which HTTP/2
@@ -28,22 +34,29 @@ package edge
 // the server sees exactly one per SETTINGS it sent (net/http closes the
 // connection on an acknowledgement it did not ask for).
 //
+// Every HTTP/2 connection the split hands on carries the rapid-reset guard
+// (h2guard.go); those left to an HTTP server also its keepalive policy.
+//
 // The price of the choice: a later request on a native connection that is
 // not gRPC is refused by grpc-go with HTTP 415. The listener key
-// h2c_grpc: http turns the split off, for a front proxy that mixes REST
-// and gRPC on one pooled connection.
+// grpc_connections: http turns the split off, for a front proxy or load
+// balancer that mixes REST and gRPC on one pooled connection.
 
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto/tls"
 	"errors"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
 
 	"golang.org/x/net/http2"
 	"golang.org/x/net/http2/hpack"
+	"google.golang.org/grpc/credentials"
 )
 
 // h2cPreface is the client connection preface of HTTP/2 (RFC 9113 §3.4).
@@ -75,9 +88,24 @@ type h2cSplit struct {
 
 	mu      sync.Mutex
 	pending map[net.Conn]struct{} // connections being looked at
+
+	// TLS listeners only (nil tls: plaintext).
+	tls *tls.Config // the split does the handshake
+	// h2 serves the HTTP/2 connections that are not gRPC's, as net/http
+	// would (net/http needs the *tls.Conn itself, which has been read
+	// from), with h1 as its base config and handler. h2guard is the
+	// rapid-reset guard on them.
+	h2      *http2.Server
+	h1      *http.Server
+	h2guard *h2Guard
+	// onTLSError is told of failed handshakes.
+	onTLSError func(net.Addr, error)
+	served     sync.WaitGroup        // connections h2 is serving
+	servedMu   sync.Mutex            //
+	servedSet  map[net.Conn]struct{} // the same, to close at the end
 }
 
-// newH2CSplit starts accepting from inner.
+// newH2CSplit returns a split of inner, not yet accepting (start).
 func newH2CSplit(inner net.Listener, timeout time.Duration, maxHeader int, guard *h2Guard) *h2cSplit {
 	s := &h2cSplit{
 		inner:     inner,
@@ -89,9 +117,13 @@ func newH2CSplit(inner net.Listener, timeout time.Duration, maxHeader int, guard
 		pending:   map[net.Conn]struct{}{},
 	}
 	s.native = &chanListener{conns: make(chan net.Conn), done: s.done, addr: inner.Addr(), close: s.Close}
+	return s
+}
+
+// start starts accepting, once the split's fields are set.
+func (s *h2cSplit) start() {
 	s.wg.Add(1)
 	go s.acceptLoop()
-	return s
 }
 
 // Accept implements net.Listener: the next connection for net/http.
@@ -169,28 +201,177 @@ func (s *h2cSplit) acceptLoop() {
 // sort looks at c and hands it to one of the servers.
 func (s *h2cSplit) sort(c net.Conn) {
 	defer s.wg.Done()
-	native, rc, err := s.look(c)
-	s.mu.Lock()
-	delete(s.pending, c)
-	s.mu.Unlock()
+	conn := net.Conn(c)
+	var state *tls.ConnectionState
+	if s.tls != nil {
+		tc, err := s.handshake(c)
+		if err != nil {
+			s.forget(c)
+			_ = c.Close()
+			if s.onTLSError != nil {
+				s.onTLSError(c.RemoteAddr(), err)
+			}
+			return
+		}
+		st := tc.ConnectionState()
+		if st.NegotiatedProtocol != http2.NextProtoTLS {
+			// HTTP/1.1 over TLS: net/http takes the *tls.Conn, unread.
+			s.forget(c)
+			s.handOff(s.http, tc)
+			return
+		}
+		conn, state = tc, &st
+	}
+	native, rc, err := s.look(conn)
+	s.forget(c)
 	if err != nil {
 		_ = c.Close()
 		return
 	}
-	ch := s.http
 	var out net.Conn = rc
-	if native {
-		ch = s.native.conns
+	switch {
+	case native:
 		if s.guard != nil {
 			out = s.guard.wrap(rc)
 		}
+		if state != nil {
+			out = &tlsConn{Conn: out, state: *state}
+		}
+		s.handOff(s.native.conns, out)
+	case state != nil:
+		if s.h2guard != nil {
+			out = s.h2guard.wrap(rc)
+		}
+		s.serveH2(&tlsConn{Conn: out, state: *state})
+	default:
+		s.handOff(s.http, out)
 	}
+}
+
+// forget takes c off the connections being looked at.
+func (s *h2cSplit) forget(c net.Conn) {
+	s.mu.Lock()
+	delete(s.pending, c)
+	s.mu.Unlock()
+}
+
+// handOff gives c to the server that accepts from ch, or closes it if the
+// split closes first.
+func (s *h2cSplit) handOff(ch chan net.Conn, c net.Conn) {
 	select {
-	case ch <- out:
+	case ch <- c:
 	case <-s.done:
 		_ = c.Close()
 	}
 }
+
+// handshake does the TLS handshake of c within the timeout.
+func (s *h2cSplit) handshake(c net.Conn) (*tls.Conn, error) {
+	tc := tls.Server(c, s.tls)
+	if s.timeout > 0 {
+		_ = c.SetDeadline(time.Now().Add(s.timeout))
+		defer func() { _ = c.SetDeadline(time.Time{}) }()
+	}
+	if err := tc.Handshake(); err != nil {
+		return nil, err
+	}
+	return tc, nil
+}
+
+// serveH2 serves c, a TLS HTTP/2 connection whose first request is not
+// gRPC, with x/net's HTTP/2 server in a goroutine of its own (net/http's
+// Shutdown sends it GOAWAY; waitServed waits for it).
+func (s *h2cSplit) serveH2(c net.Conn) {
+	s.servedMu.Lock()
+	select {
+	case <-s.done:
+		s.servedMu.Unlock()
+		_ = c.Close()
+		return
+	default:
+	}
+	if s.servedSet == nil {
+		s.servedSet = map[net.Conn]struct{}{}
+	}
+	s.servedSet[c] = struct{}{}
+	s.served.Add(1)
+	s.servedMu.Unlock()
+	go func() {
+		defer s.served.Done()
+		// The base context net/http gives its own connections' requests.
+		ctx := context.WithValue(context.Background(), http.ServerContextKey, s.h1)
+		ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
+		s.h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, Handler: s.h1.Handler, BaseConfig: s.h1})
+		s.servedMu.Lock()
+		delete(s.servedSet, c)
+		s.servedMu.Unlock()
+		_ = c.Close()
+	}()
+}
+
+// waitServed waits until the HTTP/2 connections of serveH2 have ended (they
+// got GOAWAY from net/http's Shutdown), or ctx ends: then it closes them.
+func (s *h2cSplit) waitServed(ctx context.Context) {
+	done := make(chan struct{})
+	go func() {
+		s.served.Wait()
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.closeServed()
+		<-done
+	}
+}
+
+// closeServed closes the HTTP/2 connections of serveH2 at once.
+func (s *h2cSplit) closeServed() {
+	s.servedMu.Lock()
+	for c := range s.servedSet {
+		_ = c.Close()
+	}
+	s.servedMu.Unlock()
+}
+
+// tlsConn is a TLS connection the split has read from (its reads replay
+// what was read): ConnectionState reports its handshake, as *tls.Conn's
+// does, so that x/net's HTTP/2 server sets r.TLS and the native server's
+// credentials (handshakenCreds) give the call its peer's TLSInfo.
+type tlsConn struct {
+	net.Conn
+	state tls.ConnectionState
+}
+
+// ConnectionState returns the TLS handshake's state.
+func (c *tlsConn) ConnectionState() tls.ConnectionState { return c.state }
+
+// handshakenCreds are the credentials of a shared listener's grpc.Server:
+// connections arrive with their TLS handshake done (tlsConn) or in
+// plaintext (h2c, and the in-process connection of REST), and keep it.
+type handshakenCreds struct{}
+
+func (handshakenCreds) ServerHandshake(c net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	if tc, ok := c.(*tlsConn); ok {
+		return c, credentials.TLSInfo{
+			State:          tc.state,
+			CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
+		}, nil
+	}
+	return c, nil, nil
+}
+
+func (handshakenCreds) ClientHandshake(context.Context, string, net.Conn) (net.Conn, credentials.AuthInfo, error) {
+	return nil, nil, errors.New("gatehouse: server-only credentials")
+}
+
+func (handshakenCreds) Info() credentials.ProtocolInfo {
+	return credentials.ProtocolInfo{SecurityProtocol: "tls"}
+}
+
+func (handshakenCreds) Clone() credentials.TransportCredentials { return handshakenCreds{} }
+
+func (handshakenCreds) OverrideServerName(string) error { return nil }
 
 // look reads the start of c: whether it goes native, and the connection
 // to hand over (replaying what was read). An error means c is to be

@@ -39,9 +39,9 @@ const (
 	protocolGRPC   = "grpc"
 )
 
-// h2cGRPCHTTP is the listener's h2c_grpc value that keeps every cleartext
-// HTTP/2 connection on net/http (no split).
-const h2cGRPCHTTP = "http"
+// grpcConnectionsHTTP is the listener's grpc_connections value that leaves
+// every connection to the HTTP server (no split).
+const grpcConnectionsHTTP = "http"
 
 // server is one bound address: a grpc.Server and, for shared listeners, the
 // HTTP server in front of it and the in-process connection that carries
@@ -54,7 +54,7 @@ type server struct {
 
 	// Shared listeners only.
 	http    *http.Server
-	split   *h2cSplit // plaintext, unless h2c_grpc is "http": gRPC clients' connections for grpc
+	split   *h2cSplit // unless grpc_connections is "http": gRPC clients' connections for grpc
 	inproc  *bufconn.Listener
 	conn    *grpc.ClientConn // in-process client of grpc, for REST
 	rest    http.Handler
@@ -195,6 +195,9 @@ func (s *server) shutdown(ctx context.Context) {
 			_ = s.http.Close()
 		}
 	}
+	if s.split != nil && s.split.h2 != nil {
+		s.split.waitServed(ctx) // TLS HTTP/2 connections net/http does not track
+	}
 	done := make(chan struct{})
 	go func() {
 		s.grpc.GracefulStop()
@@ -214,6 +217,10 @@ func (s *server) shutdown(ctx context.Context) {
 // stop closes the server at once; for a server that never served its
 // listener (a failed Start).
 func (s *server) stop() {
+	if s.split != nil {
+		_ = s.split.Close()
+		s.split.closeServed()
+	}
 	s.grpc.Stop()
 	if s.conn != nil {
 		_ = s.conn.Close()

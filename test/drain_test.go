@@ -2,6 +2,8 @@ package test
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -10,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gatehouse-dev/gatehouse/edge"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/interop"
 	testgrpc "google.golang.org/grpc/interop/grpc_testing"
@@ -88,14 +92,61 @@ func startHoldBackend(t *testing.T) (*holdServer, string) {
 	return hs, lis.Addr().String()
 }
 
+// drainListener is a kind of edge listener the drain tests run against.
+type drainListener struct {
+	name, protocol string
+	extra          string // more keys of the listener, YAML
+	tls            bool
+}
+
+// drainListeners are both protocols, a shared listener that leaves gRPC to
+// net/http, and TLS shared listeners (gRPC clients served natively after
+// the split's handshake, or by net/http).
+var drainListeners = []drainListener{
+	{name: "shared", protocol: "shared"},
+	{name: "grpc", protocol: "grpc"},
+	{name: "shared-http", protocol: "shared", extra: "grpc_connections: http"},
+	{name: "shared-tls", protocol: "shared", tls: true},
+	{name: "shared-tls-http", protocol: "shared", extra: "grpc_connections: http", tls: true},
+}
+
+// start starts a gateway with drainConfig for l and returns it and a
+// function that dials its edge listener.
+func (l drainListener) start(t *testing.T, backend string) (*edge.Gateway, func(t *testing.T) *grpc.ClientConn) {
+	t.Helper()
+	extra := l.extra
+	var roots *x509.CertPool
+	if l.tls {
+		var block string
+		block, roots = edgeCert(t)
+		extra += "\n    tls: " + block
+	}
+	g := startGateway(t, drainConfig(l.protocol, backend, extra))
+	addr := g.Addr("edge").String()
+	return g, func(t *testing.T) *grpc.ClientConn {
+		t.Helper()
+		if !l.tls {
+			return dial(t, addr)
+		}
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: roots, ServerName: "localhost"})))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = cc.Close() })
+		return cc
+	}
+}
+
 // drainConfig routes the TestService to backend on a listener of the given
-// protocol, with an admin listener; both bind free loopback ports.
-func drainConfig(protocol, backend string) string {
+// protocol (and extra keys), with an admin listener; both bind free
+// loopback ports.
+func drainConfig(protocol, backend, extra string) string {
 	return fmt.Sprintf(`
 listeners:
   - name: edge
     address: "127.0.0.1:0"
     protocol: %q
+    %s
 admin:
   address: "127.0.0.1:0"
 backends:
@@ -105,7 +156,7 @@ routes:
   - name: testsvc
     match: { service: "grpc.testing.TestService" }
     backend: testsvc
-`, protocol, backend)
+`, protocol, extra, backend)
 }
 
 // heldCalls starts unary and bidi calls against the hold backend through
@@ -219,12 +270,12 @@ func waitRefused(t *testing.T, addr string) {
 // calls are still in flight; those calls then finish OK, and Shutdown
 // returns once they have.
 func TestShutdownDrainsInFlight(t *testing.T) {
-	for _, proto := range protocols {
-		t.Run(proto, func(t *testing.T) {
+	for _, l := range drainListeners {
+		t.Run(l.name, func(t *testing.T) {
 			hs, backend := startHoldBackend(t)
-			g := startGateway(t, drainConfig(proto, backend))
+			g, dialEdge := l.start(t, backend)
 			edgeAddr, adminAddr := g.Addr("edge").String(), g.Addr("admin").String()
-			tc := testgrpc.NewTestServiceClient(dial(t, edgeAddr))
+			tc := testgrpc.NewTestServiceClient(dialEdge(t))
 			hc := healthpb.NewHealthClient(dial(t, adminAddr))
 			waitHealth(t, hc, healthpb.HealthCheckResponse_SERVING)
 
@@ -248,7 +299,7 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 				t.Errorf("GET /healthz during the drain: %d %q, want 200 (the process is up)", code, body)
 			}
 			waitRefused(t, edgeAddr)
-			fresh := testgrpc.NewTestServiceClient(dial(t, edgeAddr))
+			fresh := testgrpc.NewTestServiceClient(dialEdge(t))
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			if _, err := fresh.EmptyCall(ctx, &testpb.Empty{}); status.Code(err) != codes.Unavailable {
@@ -292,11 +343,11 @@ func TestShutdownDrainsInFlight(t *testing.T) {
 // forever (the backend ignores cancellation), the gateway closes the call,
 // the client sees UNAVAILABLE or CANCELED, and Shutdown returns.
 func TestShutdownDeadline(t *testing.T) {
-	for _, proto := range protocols {
-		t.Run(proto, func(t *testing.T) {
+	for _, l := range drainListeners {
+		t.Run(l.name, func(t *testing.T) {
 			hs, backend := startHoldBackend(t)
-			g := startGateway(t, drainConfig(proto, backend))
-			tc := testgrpc.NewTestServiceClient(dial(t, g.Addr("edge").String()))
+			g, dialEdge := l.start(t, backend)
+			tc := testgrpc.NewTestServiceClient(dialEdge(t))
 			const unary, bidi = 1, 1
 			results := heldCalls(t, hs, tc, unary, bidi)
 
@@ -338,7 +389,7 @@ func TestShutdownDeadline(t *testing.T) {
 func TestShutdownEndsHealthWatch(t *testing.T) {
 	for _, proto := range protocols {
 		t.Run(proto, func(t *testing.T) {
-			g := startGateway(t, drainConfig(proto, startBackend(t)))
+			g := startGateway(t, drainConfig(proto, startBackend(t), ""))
 			for _, listener := range []string{"edge", "admin"} {
 				hc := healthpb.NewHealthClient(dial(t, g.Addr(listener).String()))
 				waitHealth(t, hc, healthpb.HealthCheckResponse_SERVING)

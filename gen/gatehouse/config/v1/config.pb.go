@@ -1414,9 +1414,8 @@ type Listener struct {
 	// like any unrouted request. A route's own cors replaces this one for the
 	// calls the route takes.
 	Cors *Cors `protobuf:"bytes,7,opt,name=cors,proto3" json:"cors,omitempty"`
-	// Which HTTP/2 server takes a cleartext HTTP/2 connection (prior
-	// knowledge, as gRPC clients open them) on a shared listener without tls.
-	// Chosen once per connection, from its first request:
+	// Which server takes an HTTP/2 connection on a shared listener, chosen
+	// once per connection from its first request:
 	//
 	//	"native" (default): a connection whose first request is gRPC (or
 	//	          that sends no request within limits.read_header_timeout)
@@ -1424,17 +1423,17 @@ type Listener struct {
 	//	          listener: about half the CPU per call, and server streams
 	//	          several times faster. A later request on that connection
 	//	          that is not gRPC is refused with HTTP 415. A connection
-	//	          whose first request is REST or gRPC-Web stays with net/http,
-	//	          which serves all three.
-	//	"http":   net/http serves every connection, and gRPC, REST and
+	//	          whose first request is REST or gRPC-Web is served by an
+	//	          HTTP server that takes all three. HTTP/1.1 is unaffected.
+	//	"http":   the HTTP server takes every connection, and gRPC, REST and
 	//	          gRPC-Web may be mixed on one connection, for a front proxy
-	//	          that pools one cleartext HTTP/2 connection for every kind
-	//	          of request.
+	//	          (or cloud load balancer) that pools its HTTP/2 connections
+	//	          to the gateway for every kind of request.
 	//
-	// TLS listeners negotiate HTTP/2 by ALPN in net/http, as "http" does.
-	H2CGrpc       string `protobuf:"bytes,8,opt,name=h2c_grpc,json=h2cGrpc,proto3" json:"h2c_grpc,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	// Applies to plaintext (h2c prior knowledge) and TLS (ALPN h2) alike.
+	GrpcConnections string `protobuf:"bytes,8,opt,name=grpc_connections,json=grpcConnections,proto3" json:"grpc_connections,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Listener) Reset() {
@@ -1516,9 +1515,9 @@ func (x *Listener) GetCors() *Cors {
 	return nil
 }
 
-func (x *Listener) GetH2CGrpc() string {
+func (x *Listener) GetGrpcConnections() string {
 	if x != nil {
-		return x.H2CGrpc
+		return x.GrpcConnections
 	}
 	return ""
 }
@@ -4474,7 +4473,7 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\n" +
 	"QuotaLimit\x12#\n" +
 	"\brequests\x18\x01 \x01(\x04B\a\xbaH\x042\x02(\x01R\brequests\x12#\n" +
-	"\x03per\x18\x02 \x01(\tB\x11\xbaH\x0er\fR\x03DAYR\x05MONTHR\x03per\"\xa6\x04\n" +
+	"\x03per\x18\x02 \x01(\tB\x11\xbaH\x0er\fR\x03DAYR\x05MONTHR\x03per\"\xae\x04\n" +
 	"\bListener\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12!\n" +
 	"\aaddress\x18\x02 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\x121\n" +
@@ -4482,9 +4481,9 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x06limits\x18\x04 \x01(\v2\x1b.gatehouse.config.v1.LimitsR\x06limits\x122\n" +
 	"\x03tls\x18\x05 \x01(\v2 .gatehouse.config.v1.ListenerTlsR\x03tls\x12!\n" +
 	"\frequire_auth\x18\x06 \x01(\bR\vrequireAuth\x12-\n" +
-	"\x04cors\x18\a \x01(\v2\x19.gatehouse.config.v1.CorsR\x04cors\x120\n" +
-	"\bh2c_grpc\x18\b \x01(\tB\x15\xbaH\x12r\x10R\x00R\x06nativeR\x04httpR\ah2cGrpc:\x95\x01\xbaH\x91\x01\x1a\x8e\x01\n" +
-	"\x11listener.h2c_grpc\x125h2c_grpc applies only to shared listeners without tls\x1aBthis.h2c_grpc == '' || (this.protocol != 'grpc' && !has(this.tls))\"\xaf\x05\n" +
+	"\x04cors\x18\a \x01(\v2\x19.gatehouse.config.v1.CorsR\x04cors\x12@\n" +
+	"\x10grpc_connections\x18\b \x01(\tB\x15\xbaH\x12r\x10R\x00R\x06nativeR\x04httpR\x0fgrpcConnections:\x8d\x01\xbaH\x89\x01\x1a\x86\x01\n" +
+	"\x19listener.grpc_connections\x121grpc_connections applies only to shared listeners\x1a6this.grpc_connections == '' || this.protocol != 'grpc'\"\xaf\x05\n" +
 	"\x04Cors\x12|\n" +
 	"\x0fallowed_origins\x18\x01 \x03(\tBS\xbaHP\x92\x01M\"KrI\x18\xfd\x012D^(\\*|[a-zA-Z][a-zA-Z0-9+.-]*://(\\*\\.)?[a-zA-Z0-9.-]+(:[0-9]{1,5})?)$R\x0eallowedOrigins\x12=\n" +
 	"\x0fallowed_methods\x18\x02 \x03(\tB\x14\xbaH\x11\x92\x01\x0e\"\fr\n" +
