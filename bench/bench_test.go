@@ -39,7 +39,7 @@ func TestParseFlags(t *testing.T) {
 }
 
 func TestGatehouseConfigLoads(t *testing.T) {
-	b, err := renderGatehouse(gatehouseConfig{GRPC: "127.0.0.1:1", Shared: "127.0.0.1:2", Test: "127.0.0.1:3", Greeter: "127.0.0.1:4"})
+	b, err := renderGatehouse(gatehouseConfig{GRPC: "127.0.0.1:1", Shared: "127.0.0.1:2", SharedHTTP: "127.0.0.1:5", Test: "127.0.0.1:3", Greeter: "127.0.0.1:4"})
 	if err != nil {
 		t.Fatal(err)
 	}

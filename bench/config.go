@@ -10,8 +10,8 @@ import (
 
 // gatehouseConfig is what gatehouse.yaml is rendered from.
 type gatehouseConfig struct {
-	GRPC, Shared  string // listener addresses
-	Test, Greeter string // backend endpoints
+	GRPC, Shared, SharedHTTP string // listener addresses
+	Test, Greeter            string // backend endpoints
 }
 
 // gatehouseTmpl is the gateway's config: one native gRPC listener and one
@@ -24,6 +24,9 @@ listeners:
     protocol: grpc
   - name: shared
     address: "{{.Shared}}"
+  - name: shared_http
+    address: "{{.SharedHTTP}}"
+    grpc_connections: http
 backends:
   - name: testsvc
     endpoints: ["{{.Test}}"]

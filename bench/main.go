@@ -35,9 +35,18 @@ const (
 	targetGatehouseGRPC   = "gatehouse-grpc"
 	targetGatehouseShared = "gatehouse-shared"
 	targetNginx           = "nginx"
+	// targetGatehouseSharedHTTP is a shared listener with grpc_connections:
+	// http, where gRPC goes through grpc.Server.ServeHTTP under net/http
+	// (as for a front proxy that mixes REST and gRPC on one connection).
+	// Not run unless asked for (-targets).
+	targetGatehouseSharedHTTP = "gatehouse-shared-http"
 )
 
+// allTargets run by default.
 var allTargets = []string{targetDirect, targetGatehouseGRPC, targetGatehouseShared, targetNginx}
+
+// knownTargets are allTargets and those run only when asked for.
+var knownTargets = append(slices.Clone(allTargets), targetGatehouseSharedHTTP)
 
 // flags are the command line.
 type flags struct {
@@ -87,8 +96,8 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	for _, t := range strings.Split(*targets, ",") {
 		t = strings.TrimSpace(t)
-		if !slices.Contains(allTargets, t) {
-			return nil, fmt.Errorf("unknown target %q (known: %s)", t, strings.Join(allTargets, ", "))
+		if !slices.Contains(knownTargets, t) {
+			return nil, fmt.Errorf("unknown target %q (known: %s)", t, strings.Join(knownTargets, ", "))
 		}
 		f.targets = append(f.targets, t)
 	}
@@ -126,11 +135,11 @@ type env struct {
 	gatehouse *proc
 	nginx     *proc
 	// addresses
-	test, greeter    string // backend
-	ghGRPC, ghShared string // gatehouse listeners
-	nginxAddr        string
-	nginxVersion     string
-	gatehouseVersion string
+	test, greeter                  string // backend
+	ghGRPC, ghShared, ghSharedHTTP string // gatehouse listeners
+	nginxAddr                      string
+	nginxVersion                   string
+	gatehouseVersion               string
 }
 
 func (e *env) stop() {
@@ -224,7 +233,7 @@ func targetsFor(l load, targets []string) []string {
 	}
 	var out []string
 	for _, t := range targets {
-		if t == targetDirect || t == targetGatehouseShared {
+		if t == targetDirect || t == targetGatehouseShared || t == targetGatehouseSharedHTTP {
 			out = append(out, t)
 		}
 	}
@@ -341,7 +350,10 @@ func setup(f *flags) (*env, error) {
 	if e.ghShared, err = freePort(); err != nil {
 		return e, err
 	}
-	yml, err := renderGatehouse(gatehouseConfig{GRPC: e.ghGRPC, Shared: e.ghShared, Test: e.test, Greeter: e.greeter})
+	if e.ghSharedHTTP, err = freePort(); err != nil {
+		return e, err
+	}
+	yml, err := renderGatehouse(gatehouseConfig{GRPC: e.ghGRPC, Shared: e.ghShared, SharedHTTP: e.ghSharedHTTP, Test: e.test, Greeter: e.greeter})
 	if err != nil {
 		return e, err
 	}
@@ -371,7 +383,7 @@ func setup(f *flags) (*env, error) {
 	if e.gatehouse, err = startProc("gatehouse", gcmd, false); err != nil {
 		return e, err
 	}
-	for _, a := range []string{e.ghGRPC, e.ghShared} {
+	for _, a := range []string{e.ghGRPC, e.ghShared, e.ghSharedHTTP} {
 		if err := waitDial(e.gatehouse, a, 10*time.Second); err != nil {
 			return e, fmt.Errorf("%w; end of its log:\n%s", err, tail(filepath.Join(dir, "gatehouse.log"), 2048))
 		}
@@ -433,6 +445,9 @@ func (e *env) measure(round int, target string, l load, warmup, dur time.Duratio
 		proxy, addr = e.gatehouse, e.ghGRPC
 	case targetGatehouseShared:
 		proxy, addr = e.gatehouse, e.ghShared
+		rest = l.Kind == kindREST
+	case targetGatehouseSharedHTTP:
+		proxy, addr = e.gatehouse, e.ghSharedHTTP
 		rest = l.Kind == kindREST
 	case targetNginx:
 		proxy, addr = e.nginx, e.nginxAddr

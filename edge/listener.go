@@ -136,7 +136,9 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if isGRPC(r) {
-		s.grpc.ServeHTTP(w, r)
+		bw := newBatchWriter(w) // flushbatch.go
+		s.grpc.ServeHTTP(bw, r)
+		bw.finish()
 		return
 	}
 	if s.browser != nil {
