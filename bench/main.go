@@ -62,6 +62,9 @@ type flags struct {
 	// gatehouseProfile runs bench/profgate (cmd/gatehouse's serve plus a
 	// CPU profile) in place of the gateway binary.
 	gatehouseProfile string
+	// render rewrites results.md in this directory from its results.json
+	// (ratios recomputed) and runs nothing.
+	render string
 }
 
 func parseFlags(args []string, stderr io.Writer) (*flags, error) {
@@ -72,6 +75,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.DurationVar(&f.duration, "duration", 5*time.Second, "measured time per target and load")
 	fs.DurationVar(&f.warmup, "warmup", time.Second, "unmeasured warm-up per target and load, on the same connections")
 	fs.StringVar(&f.out, "out", "bench/results", "directory for results.md and results.json")
+	fs.StringVar(&f.render, "render", "", "rewrite `DIR`/results.md from DIR/results.json (ratios recomputed) without running anything")
 	targets := fs.String("targets", strings.Join(allTargets, ","), "comma-separated targets")
 	var names []string
 	for _, l := range allLoads {
@@ -121,10 +125,39 @@ func main() {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(2)
 	}
+	if f.render != "" {
+		if err := render(f.render); err != nil {
+			fmt.Fprintln(os.Stderr, "bench:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	if err := run(f); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
+}
+
+// render rewrites dir/results.md (and the ratios in dir/results.json) from
+// the samples in dir/results.json.
+func render(dir string) error {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return err
+	}
+	var rep report
+	if err := json.Unmarshal(b, &rep); err != nil {
+		return fmt.Errorf("%s: %w", filepath.Join(dir, "results.json"), err)
+	}
+	rep.Ratios = ratios(rep.Samples, rep.Rounds)
+	js, err := json.MarshalIndent(&rep, "", "  ")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), append(js, '\n'), 0o644); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "results.md"), []byte(rep.markdown()), 0o644)
 }
 
 // env is everything the harness started.

@@ -126,6 +126,7 @@ type feedStream struct {
 
 func (s *feedStream) Context() context.Context     { return s.ctx }
 func (s *feedStream) SendHeader(metadata.MD) error { return nil }
+func (s *feedStream) SetHeader(metadata.MD) error  { return nil }
 func (s *feedStream) SetTrailer(metadata.MD)       {}
 func (s *feedStream) RecvMsg(m any) error {
 	if s.recvd == s.n {
