@@ -25,7 +25,8 @@ package edge
 //     server: net/http itself for plaintext, x/net's (the same code,
 //     unbundled) for TLS, since net/http must own a *tls.Conn it has not
 //     read from. A connection that sends no request within the read-header
-//     timeout is a gRPC client's idle channel, and goes native too.
+//     timeout goes to the HTTP server, which serves every kind of request
+//     (a browser's preconnected connection may carry anything later).
 //
 // The chosen server reads the connection from its very first byte (what
 // the split read is replayed) and sends its own SETTINGS, which HTTP/2
@@ -422,7 +423,9 @@ func (s *h2cSplit) look(c net.Conn) (native bool, rc *replayConn, err error) {
 			case rec.full:
 				// Too much before a request: net/http decides.
 			case rec.err != nil && isTimeout(rec.err):
-				native = true // no request yet: an idle gRPC channel
+				// No request yet (a preconnect, a pool's spare, an idle
+				// channel): the HTTP server takes it, which serves every
+				// kind of request that may come.
 			case rec.err != nil:
 				return false, nil, rec.err // the client left
 			}

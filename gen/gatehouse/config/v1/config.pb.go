@@ -1417,14 +1417,15 @@ type Listener struct {
 	// Which server takes an HTTP/2 connection on a shared listener, chosen
 	// once per connection from its first request:
 	//
-	//	"native" (default): a connection whose first request is gRPC (or
-	//	          that sends no request within limits.read_header_timeout)
-	//	          is served by grpc-go's native transport, as on a "grpc"
+	//	"native" (default): a connection whose first request is gRPC is
+	//	          served by grpc-go's native transport, as on a "grpc"
 	//	          listener: about half the CPU per call, and server streams
 	//	          several times faster. A later request on that connection
 	//	          that is not gRPC is refused with HTTP 415. A connection
-	//	          whose first request is REST or gRPC-Web is served by an
-	//	          HTTP server that takes all three. HTTP/1.1 is unaffected.
+	//	          whose first request is REST or gRPC-Web, or that sends no
+	//	          request within limits.read_header_timeout (a browser's
+	//	          preconnect), is served by an HTTP server that takes all
+	//	          three. HTTP/1.1 is unaffected.
 	//	"http":   the HTTP server takes every connection, and gRPC, REST and
 	//	          gRPC-Web may be mixed on one connection, for a front proxy
 	//	          (or cloud load balancer) that pools its HTTP/2 connections
