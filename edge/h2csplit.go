@@ -87,8 +87,7 @@ type h2cSplit struct {
 	once   sync.Once
 	wg     sync.WaitGroup // the accept loop and the connections being looked at
 
-	mu      sync.Mutex
-	pending map[net.Conn]struct{} // connections being looked at
+	pending connSet // connections being looked at
 
 	// TLS listeners only (nil tls: plaintext).
 	tls *tls.Config // the split does the handshake
@@ -101,9 +100,8 @@ type h2cSplit struct {
 	h2guard *h2Guard
 	// onTLSError is told of failed handshakes.
 	onTLSError func(net.Addr, error)
-	served     sync.WaitGroup        // connections h2 is serving
-	servedMu   sync.Mutex            //
-	servedSet  map[net.Conn]struct{} // the same, to close at the end
+	served     sync.WaitGroup // connections h2 is serving
+	servedSet  connSet        // the same, to close at the end
 }
 
 // newH2CSplit returns a split of inner, not yet accepting (start).
@@ -115,7 +113,6 @@ func newH2CSplit(inner net.Listener, timeout time.Duration, maxHeader int, guard
 		guard:     guard,
 		http:      make(chan net.Conn),
 		done:      make(chan struct{}),
-		pending:   map[net.Conn]struct{}{},
 	}
 	s.native = &chanListener{conns: make(chan net.Conn), done: s.done, addr: inner.Addr(), close: s.Close}
 	return s
@@ -155,11 +152,7 @@ func (s *h2cSplit) shut() error {
 	s.once.Do(func() {
 		close(s.done)
 		err = s.inner.Close()
-		s.mu.Lock()
-		for c := range s.pending {
-			_ = c.Close()
-		}
-		s.mu.Unlock()
+		s.pending.closeAll()
 	})
 	return err
 }
@@ -184,17 +177,11 @@ func (s *h2cSplit) acceptLoop() {
 			return
 		}
 		delay = 0
-		s.mu.Lock()
-		select {
-		case <-s.done:
-			s.mu.Unlock()
+		if !s.pending.add(c) { // the split is closing
 			_ = c.Close()
 			return
-		default:
 		}
-		s.pending[c] = struct{}{}
 		s.wg.Add(1)
-		s.mu.Unlock()
 		go s.sort(c)
 	}
 }
@@ -250,11 +237,7 @@ func (s *h2cSplit) sort(c net.Conn) {
 }
 
 // forget takes c off the connections being looked at.
-func (s *h2cSplit) forget(c net.Conn) {
-	s.mu.Lock()
-	delete(s.pending, c)
-	s.mu.Unlock()
-}
+func (s *h2cSplit) forget(c net.Conn) { s.pending.remove(c) }
 
 // handOff gives c to the server that accepts from ch, or closes it if the
 // split closes first.
@@ -283,29 +266,24 @@ func (s *h2cSplit) handshake(c net.Conn) (*tls.Conn, error) {
 // gRPC, with x/net's HTTP/2 server in a goroutine of its own (net/http's
 // Shutdown sends it GOAWAY; waitServed waits for it).
 func (s *h2cSplit) serveH2(c net.Conn) {
-	s.servedMu.Lock()
 	select {
 	case <-s.done:
-		s.servedMu.Unlock()
 		_ = c.Close()
 		return
 	default:
 	}
-	if s.servedSet == nil {
-		s.servedSet = map[net.Conn]struct{}{}
+	if !s.servedSet.add(c) {
+		_ = c.Close()
+		return
 	}
-	s.servedSet[c] = struct{}{}
 	s.served.Add(1)
-	s.servedMu.Unlock()
 	go func() {
 		defer s.served.Done()
 		// The base context net/http gives its own connections' requests.
 		ctx := context.WithValue(context.Background(), http.ServerContextKey, s.h1)
 		ctx = context.WithValue(ctx, http.LocalAddrContextKey, c.LocalAddr())
 		s.h2.ServeConn(c, &http2.ServeConnOpts{Context: ctx, Handler: s.h1.Handler, BaseConfig: s.h1})
-		s.servedMu.Lock()
-		delete(s.servedSet, c)
-		s.servedMu.Unlock()
+		s.servedSet.remove(c)
 		_ = c.Close()
 	}()
 }
@@ -313,26 +291,63 @@ func (s *h2cSplit) serveH2(c net.Conn) {
 // waitServed waits until the HTTP/2 connections of serveH2 have ended (they
 // got GOAWAY from net/http's Shutdown), or ctx ends: then it closes them.
 func (s *h2cSplit) waitServed(ctx context.Context) {
+	waitOrForce(ctx, s.served.Wait, s.closeServed)
+}
+
+// closeServed closes the HTTP/2 connections of serveH2 at once.
+func (s *h2cSplit) closeServed() { s.servedSet.closeAll() }
+
+// connSet is a set of connections to close all at once; once it has been,
+// add refuses.
+type connSet struct {
+	mu     sync.Mutex
+	m      map[net.Conn]struct{}
+	closed bool
+}
+
+// add puts c in the set and reports whether it did (not after closeAll).
+func (s *connSet) add(c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closed {
+		return false
+	}
+	if s.m == nil {
+		s.m = map[net.Conn]struct{}{}
+	}
+	s.m[c] = struct{}{}
+	return true
+}
+
+func (s *connSet) remove(c net.Conn) {
+	s.mu.Lock()
+	delete(s.m, c)
+	s.mu.Unlock()
+}
+
+// closeAll closes every connection in the set; later adds are refused.
+func (s *connSet) closeAll() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.closed = true
+	for c := range s.m {
+		_ = c.Close()
+	}
+}
+
+// waitOrForce runs wait; if ctx ends first, it calls force and waits on.
+func waitOrForce(ctx context.Context, wait, force func()) {
 	done := make(chan struct{})
 	go func() {
-		s.served.Wait()
+		wait()
 		close(done)
 	}()
 	select {
 	case <-done:
 	case <-ctx.Done():
-		s.closeServed()
+		force()
 		<-done
 	}
-}
-
-// closeServed closes the HTTP/2 connections of serveH2 at once.
-func (s *h2cSplit) closeServed() {
-	s.servedMu.Lock()
-	for c := range s.servedSet {
-		_ = c.Close()
-	}
-	s.servedMu.Unlock()
 }
 
 // tlsConn is a TLS connection the split has read from (its reads replay

@@ -200,17 +200,7 @@ func (s *server) shutdown(ctx context.Context) {
 	if s.split != nil && s.split.h2 != nil {
 		s.split.waitServed(ctx) // TLS HTTP/2 connections net/http does not track
 	}
-	done := make(chan struct{})
-	go func() {
-		s.grpc.GracefulStop()
-		close(done)
-	}()
-	select {
-	case <-done:
-	case <-ctx.Done():
-		s.grpc.Stop()
-		<-done
-	}
+	waitOrForce(ctx, s.grpc.GracefulStop, s.grpc.Stop) // h2csplit.go
 	if s.conn != nil {
 		_ = s.conn.Close()
 	}
