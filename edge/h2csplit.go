@@ -69,11 +69,13 @@ var h2cEmptySettings = []byte{0, 0, 0, 0x4, 0, 0, 0, 0, 0}
 
 // h2cSniffExtra bounds what the split holds beyond the header block
 // limit (SETTINGS, WINDOW_UPDATE, PING frames before the first request);
-// past it the connection goes to net/http undecided.
+// past it the connection goes to the HTTP server undecided.
 const h2cSniffExtra = 16 << 10
 
-// h2cSplit is a shared plaintext listener's front: Accept yields the
-// connections for net/http; native yields those for the grpc.Server.
+// h2cSplit is a shared listener's front (plaintext or TLS): Accept yields
+// the connections for net/http; native yields those for the grpc.Server;
+// on TLS listeners it serves the HTTP/2 connections that are neither's
+// itself (serveH2).
 type h2cSplit struct {
 	inner     net.Listener
 	timeout   time.Duration // for the client to send its first request
