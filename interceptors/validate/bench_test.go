@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/reflect/protoreflect"
 
 	pkg "github.com/gatehouse-dev/gatehouse/interceptors/validate"
+	"github.com/gatehouse-dev/gatehouse/internal/benchcall"
 )
 
 // BenchmarkStreamRecv measures one RecvMsg of a raw frame: decoded and
@@ -31,14 +32,8 @@ func BenchmarkStreamRecv(b *testing.B) {
 		b.Run(method, func(b *testing.B) {
 			var n atomic.Int32
 			ss := &recvStream{frame: &decodeCounter{b: raw, n: &n}}
-			b.ReportAllocs()
 			_ = ic(nil, ss, &grpc.StreamServerInfo{FullMethod: method}, func(_ any, s grpc.ServerStream) error {
-				f := &decodeCounter{}
-				for b.Loop() {
-					if err := s.RecvMsg(f); err != nil {
-						b.Fatal(err)
-					}
-				}
+				benchcall.RunRecv(b, s, &decodeCounter{})
 				return nil
 			})
 		})
