@@ -204,6 +204,10 @@ func (c *call) verify(name string) *result {
 		if len(tok) > a.opts.maxTokenBytes {
 			return &result{presented: true, err: fmt.Errorf("token of %d bytes, more than %d", len(tok), a.opts.maxTokenBytes)}
 		}
+		claims, sum, ok := p.cached(tok) // a token verified lately: no parsing at all
+		if ok {
+			return jwtResult(name, claims)
+		}
 		hs, ps, err := splitToken(tok)
 		if err != nil {
 			return &result{presented: true, err: err}
@@ -215,12 +219,11 @@ func (c *call) verify(name string) *result {
 		if iss != p.issuer {
 			return &result{presented: true, err: errors.New("issuer not this provider's")}
 		}
-		claims, err := p.verify(c.ctx, tok, hs, ps)
+		claims, err = p.verify(c.ctx, tok, hs, ps, sum)
 		if err != nil {
 			return &result{presented: true, err: err}
 		}
-		sub, _ := claims["sub"].(string)
-		return &result{presented: true, principal: callinfo.Principal{Subject: sub, Credential: "jwt:" + name, Claims: claims}}
+		return jwtResult(name, claims)
 	}
 	if ks := a.keys[name]; ks != nil {
 		key, err := tokenSource{header: ks.header}.extract(c.md, c.inProc)
@@ -244,6 +247,12 @@ func (c *call) verify(name string) *result {
 		return &result{presented: true, principal: callinfo.Principal{Subject: e.id, Credential: "apikey:" + name, Claims: claims}}
 	}
 	return &result{err: fmt.Errorf("credential %q is not configured", name)}
+}
+
+// jwtResult is the result of a token provider name verified.
+func jwtResult(name string, claims map[string]any) *result {
+	sub, _ := claims["sub"].(string)
+	return &result{presented: true, principal: callinfo.Principal{Subject: sub, Credential: "jwt:" + name, Claims: claims}}
 }
 
 // carriers are the metadata keys that carry the credentials of names.

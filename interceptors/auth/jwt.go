@@ -456,19 +456,27 @@ func peekIssuer(payload string) (string, error) {
 	return c.Iss, nil
 }
 
-// verify checks a token and returns its claims. The claims map is shared
-// with later calls that bring the same token: read it, never change it.
-func (p *jwtProvider) verify(ctx context.Context, tok, headerSeg, payloadSeg string) (map[string]any, error) {
-	sum := sha256.Sum256([]byte(tok))
+// cached returns the claims of tok if the provider verified it lately
+// with the key set still in force and its time limits still hold (checked
+// again now, as ParseString checks them); sum is the token's cache key,
+// for verify when it is not. A token from another issuer is never in the
+// cache: it was not verified here.
+func (p *jwtProvider) cached(tok string) (claims map[string]any, sum [sha256.Size]byte, ok bool) {
+	sum = sha256.Sum256([]byte(tok))
 	snap := p.keys.Load()
-	if v, ok := p.verified.get(sum); ok && snap != nil && v.keys == snap {
-		// Verified with the key set still in force: its time limits are
-		// checked again, as ParseString checks them; on any failure the
-		// token is verified afresh, so that the error is the usual one.
+	if v, hit := p.verified.get(sum); hit && snap != nil && v.keys == snap {
 		if jwt.Validate(v.token, p.validateOptions()...) == nil {
-			return v.claims, nil
+			return v.claims, sum, true
 		}
 	}
+	return nil, sum, false
+}
+
+// verify checks a token that cached does not have and returns its claims;
+// sum is its cache key. The claims map is shared with later calls that
+// bring the same token: read it, never change it.
+func (p *jwtProvider) verify(ctx context.Context, tok, headerSeg, payloadSeg string, sum [sha256.Size]byte) (map[string]any, error) {
+	snap := p.keys.Load()
 	hb, err := base64.RawURLEncoding.DecodeString(headerSeg)
 	if err != nil {
 		return nil, errors.New("malformed token header")
