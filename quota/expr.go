@@ -6,6 +6,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/internal/celprog"
 
 	"cel.dev/cel-go/cel"
+	"cel.dev/cel-go/interpreter"
 )
 
 // Policies' key and when expressions are CEL over these variables:
@@ -50,32 +51,58 @@ func compile(expr string, want *cel.Type) (cel.Program, error) {
 	return celprog.Compile(env, expr, want, "expression")
 }
 
-// activation is the CEL variables of a call.
-func (c *Call) activation() map[string]any {
-	md := make(map[string]string, len(c.Metadata))
-	for k, v := range c.Metadata {
-		if len(v) > 0 {
-			md[k] = v[0]
-		}
-	}
-	labels := c.Principal.Labels
-	if labels == nil {
-		labels = map[string]string{}
-	}
-	claims := c.Principal.Claims
-	if claims == nil {
-		claims = map[string]any{}
-	}
-	return map[string]any{
-		"principal": map[string]any{
-			"subject": c.Principal.Subject,
-			"api_key": c.Principal.APIKey,
-			"labels":  labels,
-			"claims":  claims,
-		},
-		"source_ip": c.SourceIP,
-		"metadata":  md,
-		"route":     c.Route,
-		"method":    c.Method,
-	}
+// vars is the CEL variables of a call, each made when an expression
+// first reads it: a key on metadata["x-tenant"] builds no principal map,
+// one on route builds nothing at all.
+type vars struct {
+	c         *Call
+	principal map[string]any
+	md        map[string]string
 }
+
+var _ interpreter.Activation = (*vars)(nil)
+
+// ResolveName implements interpreter.Activation.
+func (v *vars) ResolveName(name string) (any, bool) {
+	c := v.c
+	switch name {
+	case "principal":
+		if v.principal == nil {
+			labels := c.Principal.Labels
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			claims := c.Principal.Claims
+			if claims == nil {
+				claims = map[string]any{}
+			}
+			v.principal = map[string]any{
+				"subject": c.Principal.Subject,
+				"api_key": c.Principal.APIKey,
+				"labels":  labels,
+				"claims":  claims,
+			}
+		}
+		return v.principal, true
+	case "metadata":
+		if v.md == nil {
+			v.md = make(map[string]string, len(c.Metadata))
+			for k, vs := range c.Metadata {
+				if len(vs) > 0 {
+					v.md[k] = vs[0]
+				}
+			}
+		}
+		return v.md, true
+	case "source_ip":
+		return c.SourceIP, true
+	case "route":
+		return c.Route, true
+	case "method":
+		return c.Method, true
+	}
+	return nil, false
+}
+
+// Parent implements interpreter.Activation.
+func (v *vars) Parent() interpreter.Activation { return nil }

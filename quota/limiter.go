@@ -230,18 +230,18 @@ func (l *Limiter) Limit(ctx context.Context, call *Call) (Verdict, error) {
 	if call.Route == "" {
 		return v, nil
 	}
-	var vars map[string]any
+	var vs *vars
 	for _, p := range l.policies {
 		if p.routes != nil && !p.routes[call.Route] {
 			continue
 		}
-		if vars == nil {
-			vars = call.activation()
+		if vs == nil {
+			vs = &vars{c: call}
 		}
-		if p.when != nil && !l.holds(p, vars) {
+		if p.when != nil && !l.holds(p, vs) {
 			continue
 		}
-		key := p.Name + ":" + l.keyOf(p, call, vars)
+		key := p.Name + ":" + l.keyOf(p, call, vs)
 		o, err := l.decide(ctx, p, key)
 		if err != nil {
 			return Verdict{}, err
@@ -257,8 +257,8 @@ func (l *Limiter) Limit(ctx context.Context, call *Call) (Verdict, error) {
 
 // holds evaluates a policy's when; an evaluation error (a label the
 // principal lacks) means it does not hold.
-func (l *Limiter) holds(p *compiled, vars map[string]any) bool {
-	out, _, err := p.when.Eval(vars)
+func (l *Limiter) holds(p *compiled, vs *vars) bool {
+	out, _, err := p.when.Eval(vs)
 	if err != nil {
 		return false
 	}
@@ -269,11 +269,11 @@ func (l *Limiter) holds(p *compiled, vars map[string]any) bool {
 // keyOf evaluates a policy's key. An evaluation error (metadata the call
 // does not carry) keys the call by the empty string, shared by all such
 // calls.
-func (l *Limiter) keyOf(p *compiled, call *Call, vars map[string]any) string {
+func (l *Limiter) keyOf(p *compiled, call *Call, vs *vars) string {
 	if p.key == nil {
 		return call.SourceIP
 	}
-	out, _, err := p.key.Eval(vars)
+	out, _, err := p.key.Eval(vs)
 	if err != nil {
 		return ""
 	}

@@ -80,7 +80,10 @@ func StreamServerInterceptor(l Limiter, opts ...Option) grpc.StreamServerInterce
 // check decides on a call and returns the headers and trailers to set and,
 // when the call is refused, its status error.
 func (o *options) check(ctx context.Context, l Limiter, fullMethod string) (hdr, trl metadata.MD, err error) {
-	md, _ := metadata.FromIncomingContext(ctx)
+	md, ok := callinfo.From(ctx).Incoming() // the gateway's copy, read only
+	if !ok {
+		md, _ = metadata.FromIncomingContext(ctx)
+	}
 	route := o.route(ctx, fullMethod, md)
 	if route == "" {
 		return nil, nil, nil
@@ -147,23 +150,49 @@ func unavailableError(down []limiter.Outcome) error {
 // Headers returns the RateLimit-Policy and RateLimit headers of a verdict:
 // one list item per enforcing (non-shadow) policy that decided.
 func Headers(v limiter.Verdict) metadata.MD {
-	var pol, rl []string
+	// Both values are built in one buffer (a call's headers are on its
+	// path): policies first, then the limits.
+	var b []byte
+	n := 0
 	for _, o := range v.Outcomes {
 		if o.Shadow || o.Unavailable {
 			continue // a shadow policy, or a fail-closed one with no answer
 		}
-		name := strconv.Quote(o.Policy)
-		pol = append(pol, fmt.Sprintf("%s;q=%d;w=%d", name, o.Limit, max(ceilSeconds(o.Window), 1)))
+		if n > 0 {
+			b = append(b, ", "...)
+		}
+		n++
+		b = strconv.AppendQuote(b, o.Policy)
+		b = append(b, ";q="...)
+		b = strconv.AppendUint(b, o.Limit, 10)
+		b = append(b, ";w="...)
+		b = strconv.AppendInt(b, max(ceilSeconds(o.Window), 1), 10)
+	}
+	if n == 0 {
+		return metadata.MD{}
+	}
+	split := len(b)
+	n = 0
+	for _, o := range v.Outcomes {
+		if o.Shadow || o.Unavailable {
+			continue
+		}
+		if n > 0 {
+			b = append(b, ", "...)
+		}
+		n++
 		t := o.ResetAfter
 		if !o.Allowed {
 			t = o.RetryAfter
 		}
-		rl = append(rl, fmt.Sprintf("%s;r=%d;t=%d", name, max(o.Remaining, 0), ceilSeconds(t)))
+		b = strconv.AppendQuote(b, o.Policy)
+		b = append(b, ";r="...)
+		b = strconv.AppendInt(b, max(o.Remaining, 0), 10)
+		b = append(b, ";t="...)
+		b = strconv.AppendInt(b, ceilSeconds(t), 10)
 	}
-	if len(pol) == 0 {
-		return metadata.MD{}
-	}
-	return metadata.Pairs(HeaderPolicy, strings.Join(pol, ", "), HeaderRateLimit, strings.Join(rl, ", "))
+	s := string(b)
+	return metadata.MD{HeaderPolicy: {s[:split]}, HeaderRateLimit: {s[split:]}}
 }
 
 // retryAfter is the longest wait among refused outcomes: the call passes
