@@ -209,8 +209,7 @@ func (c *h1Conn) Read(p []byte) (int, error) {
 			// with the error, as it would have without the guard. A
 			// deadline (net/http aborting its background read, or a
 			// timeout) ends nothing: tracking goes on.
-			var ne net.Error
-			if c.err == nil && !(errors.As(err, &ne) && ne.Timeout()) {
+			if c.err == nil && !isTimeout(err) { // h2csplit.go
 				c.through()
 			}
 			c.rerr = err

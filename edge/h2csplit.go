@@ -60,9 +60,6 @@ import (
 	"google.golang.org/grpc/credentials"
 )
 
-// h2cPreface is the client connection preface of HTTP/2 (RFC 9113 §3.4).
-const h2cPreface = "PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
-
 // h2cEmptySettings is an empty SETTINGS frame: the server preface that
 // lets a client send its first request.
 var h2cEmptySettings = []byte{0, 0, 0, 0x4, 0, 0, 0, 0, 0}
@@ -400,12 +397,12 @@ func (s *h2cSplit) look(c net.Conn) (native bool, rc *replayConn, err error) {
 		defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	}
 	// The preface, or the first bytes that differ from it.
-	var head [len(h2cPreface)]byte
+	var head [len(http2.ClientPreface)]byte
 	n := 0
 	for n < len(head) {
 		k, err := c.Read(head[n:])
 		n += k
-		if !strings.HasPrefix(h2cPreface, string(head[:n])) {
+		if !strings.HasPrefix(http2.ClientPreface, string(head[:n])) {
 			return false, &replayConn{Conn: c, prefix: bytes.Clone(head[:n])}, nil // HTTP/1.1
 		}
 		if err != nil {
@@ -431,7 +428,6 @@ func (s *h2cSplit) look(c net.Conn) (native bool, rc *replayConn, err error) {
 	fr.ReadMetaHeaders = hpack.NewDecoder(4096, nil)
 	fr.MaxHeaderListSize = s.maxHeader
 	ackAt := -1 // where the acknowledgement of our SETTINGS is, in rec.buf
-	native = false
 	for {
 		at := len(rec.buf)
 		f, err := fr.ReadFrame()
@@ -462,8 +458,8 @@ func (s *h2cSplit) look(c net.Conn) (native bool, rc *replayConn, err error) {
 	}
 	// Replay: the preface, the frames read (less our acknowledgement),
 	// then what bufio read beyond them.
-	prefix := make([]byte, 0, len(h2cPreface)+len(rec.buf)+rec.r.Buffered())
-	prefix = append(prefix, h2cPreface...)
+	prefix := make([]byte, 0, len(http2.ClientPreface)+len(rec.buf)+rec.r.Buffered())
+	prefix = append(prefix, http2.ClientPreface...)
 	if ackAt >= 0 && ackAt+h2HeaderLen <= len(rec.buf) {
 		prefix = append(prefix, rec.buf[:ackAt]...)
 		prefix = append(prefix, rec.buf[ackAt+h2HeaderLen:]...)
@@ -492,7 +488,7 @@ func headerValue(mh *http2.MetaHeadersFrame, name string) string {
 }
 
 // isGRPCContentType reports whether a content type is gRPC's (not
-// gRPC-Web's), as isGRPC decides for net/http's requests.
+// gRPC-Web's): the split's test, and isGRPC's for net/http's requests.
 func isGRPCContentType(ct string) bool {
 	return strings.HasPrefix(ct, "application/grpc") && !strings.HasPrefix(ct, "application/grpc-web")
 }

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"os"
 	"runtime"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -122,7 +121,7 @@ func newHTTPServer(h http.Handler, l config.Limits) *http.Server {
 // isGRPC reports whether r is a gRPC call (HTTP/2 with an application/grpc
 // content type), as opposed to REST.
 func isGRPC(r *http.Request) bool {
-	return r.ProtoMajor == 2 && strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc") && !isGRPCWeb(r)
+	return r.ProtoMajor == 2 && isGRPCContentType(r.Header.Get("Content-Type")) // h2csplit.go
 }
 
 // ServeHTTP routes a shared listener's requests: gRPC to the grpc.Server,

@@ -4,9 +4,8 @@ import (
 	"context"
 	"time"
 
+	middleware "github.com/grpc-ecosystem/go-grpc-middleware/v2"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/status"
 
 	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 )
@@ -28,13 +27,15 @@ func StreamServerInterceptor(m *Metrics) grpc.StreamServerInterceptor {
 	return func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
 		ctx, ci := callinfo.With(ss.Context())
 		if ctx != ss.Context() {
-			ss = &ctxStream{ServerStream: ss, ctx: ctx}
+			w := middleware.WrapServerStream(ss)
+			w.WrappedContext = ctx
+			ss = w
 		}
 		m.callStarted()
 		start := time.Now()
 		err := handler(srv, ss)
 		route, _ := ci.Route()
-		m.callEnded(route, info.FullMethod, code(err), time.Since(start))
+		m.callEnded(route, info.FullMethod, callinfo.Code(err), time.Since(start))
 		return err
 	}
 }
@@ -47,23 +48,7 @@ func UnaryServerInterceptor(m *Metrics) grpc.UnaryServerInterceptor {
 		start := time.Now()
 		resp, err := handler(ctx, req)
 		route, _ := ci.Route()
-		m.callEnded(route, info.FullMethod, code(err), time.Since(start))
+		m.callEnded(route, info.FullMethod, callinfo.Code(err), time.Since(start))
 		return resp, err
 	}
 }
-
-// code is the status code grpc-go sends for a handler's error.
-func code(err error) codes.Code {
-	if st, ok := status.FromError(err); ok {
-		return st.Code()
-	}
-	return status.FromContextError(err).Code()
-}
-
-// ctxStream is a server stream with another context.
-type ctxStream struct {
-	grpc.ServerStream
-	ctx context.Context
-}
-
-func (s *ctxStream) Context() context.Context { return s.ctx }
