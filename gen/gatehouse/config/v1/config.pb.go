@@ -1732,7 +1732,18 @@ type Admin struct {
 	// Bind it to loopback or an internal network: it is not meant for clients.
 	Address string `protobuf:"bytes,1,opt,name=address,proto3" json:"address,omitempty"`
 	// Serves Go's pprof profiles under /debug/pprof/. Default false.
-	Pprof         bool `protobuf:"varint,2,opt,name=pprof,proto3" json:"pprof,omitempty"`
+	Pprof bool `protobuf:"varint,2,opt,name=pprof,proto3" json:"pprof,omitempty"`
+	// TLS on the admin listener, with optional or required client
+	// certificates (mTLS), as on a client listener. Plaintext when absent.
+	Tls *ListenerTls `protobuf:"bytes,3,opt,name=tls,proto3" json:"tls,omitempty"`
+	// Who may call the admin API (routes, backends, config, reload, explain,
+	// pprof, metrics). The authenticators named come from the authentication
+	// section, as in a route's auth. The probes (/healthz, /readyz and
+	// grpc.health.v1) stay open, so that load balancers and Kubernetes can
+	// reach them. When absent the admin API is open to anyone who can reach
+	// the address, and the gateway warns at start unless that address is
+	// loopback.
+	Auth          *AdminAuth `protobuf:"bytes,4,opt,name=auth,proto3" json:"auth,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1781,6 +1792,77 @@ func (x *Admin) GetPprof() bool {
 	return false
 }
 
+func (x *Admin) GetTls() *ListenerTls {
+	if x != nil {
+		return x.Tls
+	}
+	return nil
+}
+
+func (x *Admin) GetAuth() *AdminAuth {
+	if x != nil {
+		return x.Auth
+	}
+	return nil
+}
+
+// AdminAuth guards the admin listener.
+type AdminAuth struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Authenticators (authentication.jwt[].name, authentication.api_keys[].name
+	// or "mtls") of which one must accept the caller.
+	Require []string `protobuf:"bytes,1,rep,name=require,proto3" json:"require,omitempty"`
+	// CEL expressions over the principal that must all be true, as in a
+	// route's auth.rules, e.g. 'principal.labels["role"] == "ops"'.
+	Rules         []string `protobuf:"bytes,2,rep,name=rules,proto3" json:"rules,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AdminAuth) Reset() {
+	*x = AdminAuth{}
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AdminAuth) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AdminAuth) ProtoMessage() {}
+
+func (x *AdminAuth) ProtoReflect() protoreflect.Message {
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AdminAuth.ProtoReflect.Descriptor instead.
+func (*AdminAuth) Descriptor() ([]byte, []int) {
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *AdminAuth) GetRequire() []string {
+	if x != nil {
+		return x.Require
+	}
+	return nil
+}
+
+func (x *AdminAuth) GetRules() []string {
+	if x != nil {
+		return x.Rules
+	}
+	return nil
+}
+
 // Limits bound what one client connection may cost. Omitted fields take the
 // defaults given below.
 type Limits struct {
@@ -1811,7 +1893,7 @@ type Limits struct {
 
 func (x *Limits) Reset() {
 	*x = Limits{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1823,7 +1905,7 @@ func (x *Limits) String() string {
 func (*Limits) ProtoMessage() {}
 
 func (x *Limits) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[20]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1836,7 +1918,7 @@ func (x *Limits) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Limits.ProtoReflect.Descriptor instead.
 func (*Limits) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{20}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
 }
 
 func (x *Limits) GetMaxConcurrentStreams() uint32 {
@@ -1910,7 +1992,7 @@ type Keepalive struct {
 
 func (x *Keepalive) Reset() {
 	*x = Keepalive{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1922,7 +2004,7 @@ func (x *Keepalive) String() string {
 func (*Keepalive) ProtoMessage() {}
 
 func (x *Keepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[21]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1935,7 +2017,7 @@ func (x *Keepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keepalive.ProtoReflect.Descriptor instead.
 func (*Keepalive) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{21}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *Keepalive) GetMinPingInterval() *durationpb.Duration {
@@ -1998,6 +2080,10 @@ type Backend struct {
 	OutlierDetection *OutlierDetection `protobuf:"bytes,9,opt,name=outlier_detection,json=outlierDetection,proto3" json:"outlier_detection,omitempty"`
 	// TLS to the backend. Plaintext when absent.
 	Tls *BackendTls `protobuf:"bytes,11,opt,name=tls,proto3" json:"tls,omitempty"`
+	// How long one connection attempt to an endpoint may take before it is
+	// given up and retried with backoff (a blackholed address). Default 20s,
+	// grpc-go's own minimum connect timeout.
+	ConnectTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
 	// Where the gateway learns the backend's schema, for REST transcoding,
 	// validation and reflection at the edge. Without it the backend is
 	// gRPC-only (unless its services are compiled in).
@@ -2008,7 +2094,7 @@ type Backend struct {
 
 func (x *Backend) Reset() {
 	*x = Backend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2020,7 +2106,7 @@ func (x *Backend) String() string {
 func (*Backend) ProtoMessage() {}
 
 func (x *Backend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[22]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2033,7 +2119,7 @@ func (x *Backend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backend.ProtoReflect.Descriptor instead.
 func (*Backend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{22}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *Backend) GetName() string {
@@ -2106,6 +2192,13 @@ func (x *Backend) GetTls() *BackendTls {
 	return nil
 }
 
+func (x *Backend) GetConnectTimeout() *durationpb.Duration {
+	if x != nil {
+		return x.ConnectTimeout
+	}
+	return nil
+}
+
 func (x *Backend) GetSchema() *Schema {
 	if x != nil {
 		return x.Schema
@@ -2132,7 +2225,7 @@ type BackendTls struct {
 
 func (x *BackendTls) Reset() {
 	*x = BackendTls{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2144,7 +2237,7 @@ func (x *BackendTls) String() string {
 func (*BackendTls) ProtoMessage() {}
 
 func (x *BackendTls) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[23]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2157,7 +2250,7 @@ func (x *BackendTls) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use BackendTls.ProtoReflect.Descriptor instead.
 func (*BackendTls) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{23}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *BackendTls) GetCaFile() string {
@@ -2206,7 +2299,7 @@ type Schema struct {
 
 func (x *Schema) Reset() {
 	*x = Schema{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2218,7 +2311,7 @@ func (x *Schema) String() string {
 func (*Schema) ProtoMessage() {}
 
 func (x *Schema) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[24]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2231,7 +2324,7 @@ func (x *Schema) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Schema.ProtoReflect.Descriptor instead.
 func (*Schema) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{24}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *Schema) GetReflection() *ReflectionSource {
@@ -2266,7 +2359,7 @@ type ReflectionSource struct {
 
 func (x *ReflectionSource) Reset() {
 	*x = ReflectionSource{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2278,7 +2371,7 @@ func (x *ReflectionSource) String() string {
 func (*ReflectionSource) ProtoMessage() {}
 
 func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[25]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2291,7 +2384,7 @@ func (x *ReflectionSource) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ReflectionSource.ProtoReflect.Descriptor instead.
 func (*ReflectionSource) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{25}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *ReflectionSource) GetRefreshInterval() *durationpb.Duration {
@@ -2321,7 +2414,7 @@ type HealthCheck struct {
 
 func (x *HealthCheck) Reset() {
 	*x = HealthCheck{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2333,7 +2426,7 @@ func (x *HealthCheck) String() string {
 func (*HealthCheck) ProtoMessage() {}
 
 func (x *HealthCheck) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[26]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2346,7 +2439,7 @@ func (x *HealthCheck) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use HealthCheck.ProtoReflect.Descriptor instead.
 func (*HealthCheck) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{26}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *HealthCheck) GetInterval() *durationpb.Duration {
@@ -2413,7 +2506,7 @@ type CircuitBreaker struct {
 
 func (x *CircuitBreaker) Reset() {
 	*x = CircuitBreaker{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2425,7 +2518,7 @@ func (x *CircuitBreaker) String() string {
 func (*CircuitBreaker) ProtoMessage() {}
 
 func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[27]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2438,7 +2531,7 @@ func (x *CircuitBreaker) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CircuitBreaker.ProtoReflect.Descriptor instead.
 func (*CircuitBreaker) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{27}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CircuitBreaker) GetMaxConcurrent() uint32 {
@@ -2510,7 +2603,7 @@ type OutlierDetection struct {
 
 func (x *OutlierDetection) Reset() {
 	*x = OutlierDetection{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2522,7 +2615,7 @@ func (x *OutlierDetection) String() string {
 func (*OutlierDetection) ProtoMessage() {}
 
 func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[28]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2535,7 +2628,7 @@ func (x *OutlierDetection) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutlierDetection.ProtoReflect.Descriptor instead.
 func (*OutlierDetection) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{28}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *OutlierDetection) GetConsecutiveFailures() uint32 {
@@ -2619,7 +2712,7 @@ type Route struct {
 
 func (x *Route) Reset() {
 	*x = Route{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2631,7 +2724,7 @@ func (x *Route) String() string {
 func (*Route) ProtoMessage() {}
 
 func (x *Route) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[29]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2644,7 +2737,7 @@ func (x *Route) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Route.ProtoReflect.Descriptor instead.
 func (*Route) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{29}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *Route) GetName() string {
@@ -2773,7 +2866,7 @@ type RouteAuth struct {
 
 func (x *RouteAuth) Reset() {
 	*x = RouteAuth{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2785,7 +2878,7 @@ func (x *RouteAuth) String() string {
 func (*RouteAuth) ProtoMessage() {}
 
 func (x *RouteAuth) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[30]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2798,7 +2891,7 @@ func (x *RouteAuth) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use RouteAuth.ProtoReflect.Descriptor instead.
 func (*RouteAuth) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{30}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
 }
 
 func (x *RouteAuth) GetRequire() []string {
@@ -2842,7 +2935,7 @@ type WeightedBackend struct {
 
 func (x *WeightedBackend) Reset() {
 	*x = WeightedBackend{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2854,7 +2947,7 @@ func (x *WeightedBackend) String() string {
 func (*WeightedBackend) ProtoMessage() {}
 
 func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[31]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2867,7 +2960,7 @@ func (x *WeightedBackend) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WeightedBackend.ProtoReflect.Descriptor instead.
 func (*WeightedBackend) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{31}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
 }
 
 func (x *WeightedBackend) GetBackend() string {
@@ -2897,7 +2990,7 @@ type Mirror struct {
 
 func (x *Mirror) Reset() {
 	*x = Mirror{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2909,7 +3002,7 @@ func (x *Mirror) String() string {
 func (*Mirror) ProtoMessage() {}
 
 func (x *Mirror) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[32]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2922,7 +3015,7 @@ func (x *Mirror) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Mirror.ProtoReflect.Descriptor instead.
 func (*Mirror) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{32}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
 }
 
 func (x *Mirror) GetBackend() string {
@@ -2955,7 +3048,7 @@ type MetadataActions struct {
 
 func (x *MetadataActions) Reset() {
 	*x = MetadataActions{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -2967,7 +3060,7 @@ func (x *MetadataActions) String() string {
 func (*MetadataActions) ProtoMessage() {}
 
 func (x *MetadataActions) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[33]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -2980,7 +3073,7 @@ func (x *MetadataActions) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataActions.ProtoReflect.Descriptor instead.
 func (*MetadataActions) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{33}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
 }
 
 func (x *MetadataActions) GetRemove() []string {
@@ -3017,7 +3110,7 @@ type MetadataValue struct {
 
 func (x *MetadataValue) Reset() {
 	*x = MetadataValue{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3029,7 +3122,7 @@ func (x *MetadataValue) String() string {
 func (*MetadataValue) ProtoMessage() {}
 
 func (x *MetadataValue) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[34]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3042,7 +3135,7 @@ func (x *MetadataValue) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataValue.ProtoReflect.Descriptor instead.
 func (*MetadataValue) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{34}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
 }
 
 func (x *MetadataValue) GetName() string {
@@ -3075,7 +3168,7 @@ type Rewrite struct {
 
 func (x *Rewrite) Reset() {
 	*x = Rewrite{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3087,7 +3180,7 @@ func (x *Rewrite) String() string {
 func (*Rewrite) ProtoMessage() {}
 
 func (x *Rewrite) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[35]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3100,7 +3193,7 @@ func (x *Rewrite) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Rewrite.ProtoReflect.Descriptor instead.
 func (*Rewrite) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{35}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
 }
 
 func (x *Rewrite) GetService() string {
@@ -3131,7 +3224,7 @@ type DirectResponse struct {
 
 func (x *DirectResponse) Reset() {
 	*x = DirectResponse{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3143,7 +3236,7 @@ func (x *DirectResponse) String() string {
 func (*DirectResponse) ProtoMessage() {}
 
 func (x *DirectResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[36]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3156,7 +3249,7 @@ func (x *DirectResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DirectResponse.ProtoReflect.Descriptor instead.
 func (*DirectResponse) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{36}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
 }
 
 func (x *DirectResponse) GetCode() string {
@@ -3193,7 +3286,7 @@ type Timeout struct {
 
 func (x *Timeout) Reset() {
 	*x = Timeout{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3205,7 +3298,7 @@ func (x *Timeout) String() string {
 func (*Timeout) ProtoMessage() {}
 
 func (x *Timeout) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[37]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3218,7 +3311,7 @@ func (x *Timeout) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Timeout.ProtoReflect.Descriptor instead.
 func (*Timeout) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{37}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
 }
 
 func (x *Timeout) GetDefault() *durationpb.Duration {
@@ -3268,7 +3361,7 @@ type Retry struct {
 
 func (x *Retry) Reset() {
 	*x = Retry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3280,7 +3373,7 @@ func (x *Retry) String() string {
 func (*Retry) ProtoMessage() {}
 
 func (x *Retry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[38]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3293,7 +3386,7 @@ func (x *Retry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Retry.ProtoReflect.Descriptor instead.
 func (*Retry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{38}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
 }
 
 func (x *Retry) GetAttempts() uint32 {
@@ -3352,7 +3445,7 @@ type Backoff struct {
 
 func (x *Backoff) Reset() {
 	*x = Backoff{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3364,7 +3457,7 @@ func (x *Backoff) String() string {
 func (*Backoff) ProtoMessage() {}
 
 func (x *Backoff) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[39]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3377,7 +3470,7 @@ func (x *Backoff) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Backoff.ProtoReflect.Descriptor instead.
 func (*Backoff) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{39}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
 }
 
 func (x *Backoff) GetBase() *durationpb.Duration {
@@ -3437,7 +3530,7 @@ type Match struct {
 
 func (x *Match) Reset() {
 	*x = Match{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3449,7 +3542,7 @@ func (x *Match) String() string {
 func (*Match) ProtoMessage() {}
 
 func (x *Match) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[40]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3462,7 +3555,7 @@ func (x *Match) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Match.ProtoReflect.Descriptor instead.
 func (*Match) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{40}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
 }
 
 func (x *Match) GetMethod() string {
@@ -3560,7 +3653,7 @@ type PathMatch struct {
 
 func (x *PathMatch) Reset() {
 	*x = PathMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3572,7 +3665,7 @@ func (x *PathMatch) String() string {
 func (*PathMatch) ProtoMessage() {}
 
 func (x *PathMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[41]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3585,7 +3678,7 @@ func (x *PathMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PathMatch.ProtoReflect.Descriptor instead.
 func (*PathMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{41}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
 }
 
 func (x *PathMatch) GetKind() isPathMatch_Kind {
@@ -3674,7 +3767,7 @@ type MetadataMatch struct {
 
 func (x *MetadataMatch) Reset() {
 	*x = MetadataMatch{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3686,7 +3779,7 @@ func (x *MetadataMatch) String() string {
 func (*MetadataMatch) ProtoMessage() {}
 
 func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[42]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3699,7 +3792,7 @@ func (x *MetadataMatch) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use MetadataMatch.ProtoReflect.Descriptor instead.
 func (*MetadataMatch) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{42}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
 }
 
 func (x *MetadataMatch) GetName() string {
@@ -3835,7 +3928,7 @@ type Logging struct {
 
 func (x *Logging) Reset() {
 	*x = Logging{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3847,7 +3940,7 @@ func (x *Logging) String() string {
 func (*Logging) ProtoMessage() {}
 
 func (x *Logging) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[43]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3860,7 +3953,7 @@ func (x *Logging) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Logging.ProtoReflect.Descriptor instead.
 func (*Logging) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{43}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
 }
 
 func (x *Logging) GetLevel() string {
@@ -3886,7 +3979,7 @@ type Telemetry struct {
 
 func (x *Telemetry) Reset() {
 	*x = Telemetry{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3898,7 +3991,7 @@ func (x *Telemetry) String() string {
 func (*Telemetry) ProtoMessage() {}
 
 func (x *Telemetry) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[44]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3911,7 +4004,7 @@ func (x *Telemetry) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Telemetry.ProtoReflect.Descriptor instead.
 func (*Telemetry) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{44}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
 }
 
 func (x *Telemetry) GetTracing() *Tracing {
@@ -3954,7 +4047,7 @@ type Tracing struct {
 
 func (x *Tracing) Reset() {
 	*x = Tracing{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -3966,7 +4059,7 @@ func (x *Tracing) String() string {
 func (*Tracing) ProtoMessage() {}
 
 func (x *Tracing) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[45]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -3979,7 +4072,7 @@ func (x *Tracing) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Tracing.ProtoReflect.Descriptor instead.
 func (*Tracing) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{45}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
 }
 
 func (x *Tracing) GetOtlp() *Otlp {
@@ -4025,7 +4118,7 @@ type Otlp struct {
 
 func (x *Otlp) Reset() {
 	*x = Otlp{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4037,7 +4130,7 @@ func (x *Otlp) String() string {
 func (*Otlp) ProtoMessage() {}
 
 func (x *Otlp) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[46]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4050,7 +4143,7 @@ func (x *Otlp) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Otlp.ProtoReflect.Descriptor instead.
 func (*Otlp) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{46}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{47}
 }
 
 func (x *Otlp) GetEndpoint() string {
@@ -4095,7 +4188,7 @@ type AccessLog struct {
 
 func (x *AccessLog) Reset() {
 	*x = AccessLog{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4107,7 +4200,7 @@ func (x *AccessLog) String() string {
 func (*AccessLog) ProtoMessage() {}
 
 func (x *AccessLog) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[47]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4120,7 +4213,7 @@ func (x *AccessLog) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AccessLog.ProtoReflect.Descriptor instead.
 func (*AccessLog) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{47}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{48}
 }
 
 func (x *AccessLog) GetDisabled() bool {
@@ -4169,7 +4262,7 @@ type Metrics struct {
 
 func (x *Metrics) Reset() {
 	*x = Metrics{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4181,7 +4274,7 @@ func (x *Metrics) String() string {
 func (*Metrics) ProtoMessage() {}
 
 func (x *Metrics) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[48]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4194,7 +4287,7 @@ func (x *Metrics) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Metrics.ProtoReflect.Descriptor instead.
 func (*Metrics) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{48}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{49}
 }
 
 func (x *Metrics) GetDisabled() bool {
@@ -4232,7 +4325,7 @@ type Audit struct {
 
 func (x *Audit) Reset() {
 	*x = Audit{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[50]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4244,7 +4337,7 @@ func (x *Audit) String() string {
 func (*Audit) ProtoMessage() {}
 
 func (x *Audit) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[49]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[50]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4257,7 +4350,7 @@ func (x *Audit) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Audit.ProtoReflect.Descriptor instead.
 func (*Audit) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{49}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{50}
 }
 
 func (x *Audit) GetFile() string {
@@ -4315,7 +4408,7 @@ type AuditCapture struct {
 
 func (x *AuditCapture) Reset() {
 	*x = AuditCapture{}
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[50]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[51]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -4327,7 +4420,7 @@ func (x *AuditCapture) String() string {
 func (*AuditCapture) ProtoMessage() {}
 
 func (x *AuditCapture) ProtoReflect() protoreflect.Message {
-	mi := &file_gatehouse_config_v1_config_proto_msgTypes[50]
+	mi := &file_gatehouse_config_v1_config_proto_msgTypes[51]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -4340,7 +4433,7 @@ func (x *AuditCapture) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AuditCapture.ProtoReflect.Descriptor instead.
 func (*AuditCapture) Descriptor() ([]byte, []int) {
-	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{50}
+	return file_gatehouse_config_v1_config_proto_rawDescGZIP(), []int{51}
 }
 
 func (x *AuditCapture) GetRoute() string {
@@ -4502,10 +4595,15 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\vclient_auth\x18\x04 \x01(\tB<\xbaH9r7R\x00R\x0eNO_CLIENT_CERTR\x0fVERIFY_IF_GIVENR\x12REQUIRE_AND_VERIFYR\n" +
 	"clientAuth\x122\n" +
 	"\vmin_version\x18\x05 \x01(\tB\x11\xbaH\x0er\fR\x00R\x031.2R\x031.3R\n" +
-	"minVersion\"@\n" +
+	"minVersion\"\xa8\x01\n" +
 	"\x05Admin\x12!\n" +
 	"\aaddress\x18\x01 \x01(\tB\a\xbaH\x04r\x02\x10\x01R\aaddress\x12\x14\n" +
-	"\x05pprof\x18\x02 \x01(\bR\x05pprof\"\xd4\x04\n" +
+	"\x05pprof\x18\x02 \x01(\bR\x05pprof\x122\n" +
+	"\x03tls\x18\x03 \x01(\v2 .gatehouse.config.v1.ListenerTlsR\x03tls\x122\n" +
+	"\x04auth\x18\x04 \x01(\v2\x1e.gatehouse.config.v1.AdminAuthR\x04auth\"E\n" +
+	"\tAdminAuth\x12\"\n" +
+	"\arequire\x18\x01 \x03(\tB\b\xbaH\x05\x92\x01\x02\b\x01R\arequire\x12\x14\n" +
+	"\x05rules\x18\x02 \x03(\tR\x05rules\"\xd4\x04\n" +
 	"\x06Limits\x12E\n" +
 	"\x16max_concurrent_streams\x18\x01 \x01(\rB\n" +
 	"\xbaH\a*\x05\x18\x90N(\x01H\x00R\x14maxConcurrentStreams\x88\x01\x01\x12?\n" +
@@ -4525,7 +4623,7 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\x14permit_without_calls\x18\x02 \x01(\bR\x12permitWithoutCalls\x12P\n" +
 	"\rping_interval\x18\x03 \x01(\v2\x19.google.protobuf.DurationB\x10\xbaH\r\xaa\x01\n" +
 	"\"\x04\b\x80\xa3\x052\x02\b\x01R\fpingInterval\x12M\n" +
-	"\fping_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\vpingTimeout\"\xe7\x06\n" +
+	"\fping_timeout\x18\x04 \x01(\v2\x19.google.protobuf.DurationB\x0f\xbaH\f\xaa\x01\t\"\x03\b\x90\x1c2\x02\b\x01R\vpingTimeout\"\xbe\a\n" +
 	"\aBackend\x12?\n" +
 	"\x04name\x18\x01 \x01(\tB+\xbaH(r&\x10\x01\x18?2 ^[a-z0-9]([a-z0-9_-]*[a-z0-9])?$R\x04name\x12.\n" +
 	"\tendpoints\x18\x02 \x03(\tB\x10\xbaH\r\x92\x01\n" +
@@ -4539,7 +4637,8 @@ const file_gatehouse_config_v1_config_proto_rawDesc = "" +
 	"\fhealth_check\x18\a \x01(\v2 .gatehouse.config.v1.HealthCheckR\vhealthCheck\x12L\n" +
 	"\x0fcircuit_breaker\x18\b \x01(\v2#.gatehouse.config.v1.CircuitBreakerR\x0ecircuitBreaker\x12R\n" +
 	"\x11outlier_detection\x18\t \x01(\v2%.gatehouse.config.v1.OutlierDetectionR\x10outlierDetection\x121\n" +
-	"\x03tls\x18\v \x01(\v2\x1f.gatehouse.config.v1.BackendTlsR\x03tls\x123\n" +
+	"\x03tls\x18\v \x01(\v2\x1f.gatehouse.config.v1.BackendTlsR\x03tls\x12U\n" +
+	"\x0fconnect_timeout\x18\f \x01(\v2\x19.google.protobuf.DurationB\x11\xbaH\x0e\xaa\x01\v\"\x03\b\xac\x022\x04\x10\xc0\x84=R\x0econnectTimeout\x123\n" +
 	"\x06schema\x18\n" +
 	" \x01(\v2\x1b.gatehouse.config.v1.SchemaR\x06schema\x1aB\n" +
 	"\x14EndpointWeightsEntry\x12\x10\n" +
@@ -4732,7 +4831,7 @@ func file_gatehouse_config_v1_config_proto_rawDescGZIP() []byte {
 	return file_gatehouse_config_v1_config_proto_rawDescData
 }
 
-var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 53)
+var file_gatehouse_config_v1_config_proto_msgTypes = make([]protoimpl.MessageInfo, 54)
 var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Config)(nil),              // 0: gatehouse.config.v1.Config
 	(*Authentication)(nil),      // 1: gatehouse.config.v1.Authentication
@@ -4754,131 +4853,135 @@ var file_gatehouse_config_v1_config_proto_goTypes = []any{
 	(*Cors)(nil),                // 17: gatehouse.config.v1.Cors
 	(*ListenerTls)(nil),         // 18: gatehouse.config.v1.ListenerTls
 	(*Admin)(nil),               // 19: gatehouse.config.v1.Admin
-	(*Limits)(nil),              // 20: gatehouse.config.v1.Limits
-	(*Keepalive)(nil),           // 21: gatehouse.config.v1.Keepalive
-	(*Backend)(nil),             // 22: gatehouse.config.v1.Backend
-	(*BackendTls)(nil),          // 23: gatehouse.config.v1.BackendTls
-	(*Schema)(nil),              // 24: gatehouse.config.v1.Schema
-	(*ReflectionSource)(nil),    // 25: gatehouse.config.v1.ReflectionSource
-	(*HealthCheck)(nil),         // 26: gatehouse.config.v1.HealthCheck
-	(*CircuitBreaker)(nil),      // 27: gatehouse.config.v1.CircuitBreaker
-	(*OutlierDetection)(nil),    // 28: gatehouse.config.v1.OutlierDetection
-	(*Route)(nil),               // 29: gatehouse.config.v1.Route
-	(*RouteAuth)(nil),           // 30: gatehouse.config.v1.RouteAuth
-	(*WeightedBackend)(nil),     // 31: gatehouse.config.v1.WeightedBackend
-	(*Mirror)(nil),              // 32: gatehouse.config.v1.Mirror
-	(*MetadataActions)(nil),     // 33: gatehouse.config.v1.MetadataActions
-	(*MetadataValue)(nil),       // 34: gatehouse.config.v1.MetadataValue
-	(*Rewrite)(nil),             // 35: gatehouse.config.v1.Rewrite
-	(*DirectResponse)(nil),      // 36: gatehouse.config.v1.DirectResponse
-	(*Timeout)(nil),             // 37: gatehouse.config.v1.Timeout
-	(*Retry)(nil),               // 38: gatehouse.config.v1.Retry
-	(*Backoff)(nil),             // 39: gatehouse.config.v1.Backoff
-	(*Match)(nil),               // 40: gatehouse.config.v1.Match
-	(*PathMatch)(nil),           // 41: gatehouse.config.v1.PathMatch
-	(*MetadataMatch)(nil),       // 42: gatehouse.config.v1.MetadataMatch
-	(*Logging)(nil),             // 43: gatehouse.config.v1.Logging
-	(*Telemetry)(nil),           // 44: gatehouse.config.v1.Telemetry
-	(*Tracing)(nil),             // 45: gatehouse.config.v1.Tracing
-	(*Otlp)(nil),                // 46: gatehouse.config.v1.Otlp
-	(*AccessLog)(nil),           // 47: gatehouse.config.v1.AccessLog
-	(*Metrics)(nil),             // 48: gatehouse.config.v1.Metrics
-	(*Audit)(nil),               // 49: gatehouse.config.v1.Audit
-	(*AuditCapture)(nil),        // 50: gatehouse.config.v1.AuditCapture
-	nil,                         // 51: gatehouse.config.v1.ApiKey.LabelsEntry
-	nil,                         // 52: gatehouse.config.v1.Backend.EndpointWeightsEntry
-	(*durationpb.Duration)(nil), // 53: google.protobuf.Duration
+	(*AdminAuth)(nil),           // 20: gatehouse.config.v1.AdminAuth
+	(*Limits)(nil),              // 21: gatehouse.config.v1.Limits
+	(*Keepalive)(nil),           // 22: gatehouse.config.v1.Keepalive
+	(*Backend)(nil),             // 23: gatehouse.config.v1.Backend
+	(*BackendTls)(nil),          // 24: gatehouse.config.v1.BackendTls
+	(*Schema)(nil),              // 25: gatehouse.config.v1.Schema
+	(*ReflectionSource)(nil),    // 26: gatehouse.config.v1.ReflectionSource
+	(*HealthCheck)(nil),         // 27: gatehouse.config.v1.HealthCheck
+	(*CircuitBreaker)(nil),      // 28: gatehouse.config.v1.CircuitBreaker
+	(*OutlierDetection)(nil),    // 29: gatehouse.config.v1.OutlierDetection
+	(*Route)(nil),               // 30: gatehouse.config.v1.Route
+	(*RouteAuth)(nil),           // 31: gatehouse.config.v1.RouteAuth
+	(*WeightedBackend)(nil),     // 32: gatehouse.config.v1.WeightedBackend
+	(*Mirror)(nil),              // 33: gatehouse.config.v1.Mirror
+	(*MetadataActions)(nil),     // 34: gatehouse.config.v1.MetadataActions
+	(*MetadataValue)(nil),       // 35: gatehouse.config.v1.MetadataValue
+	(*Rewrite)(nil),             // 36: gatehouse.config.v1.Rewrite
+	(*DirectResponse)(nil),      // 37: gatehouse.config.v1.DirectResponse
+	(*Timeout)(nil),             // 38: gatehouse.config.v1.Timeout
+	(*Retry)(nil),               // 39: gatehouse.config.v1.Retry
+	(*Backoff)(nil),             // 40: gatehouse.config.v1.Backoff
+	(*Match)(nil),               // 41: gatehouse.config.v1.Match
+	(*PathMatch)(nil),           // 42: gatehouse.config.v1.PathMatch
+	(*MetadataMatch)(nil),       // 43: gatehouse.config.v1.MetadataMatch
+	(*Logging)(nil),             // 44: gatehouse.config.v1.Logging
+	(*Telemetry)(nil),           // 45: gatehouse.config.v1.Telemetry
+	(*Tracing)(nil),             // 46: gatehouse.config.v1.Tracing
+	(*Otlp)(nil),                // 47: gatehouse.config.v1.Otlp
+	(*AccessLog)(nil),           // 48: gatehouse.config.v1.AccessLog
+	(*Metrics)(nil),             // 49: gatehouse.config.v1.Metrics
+	(*Audit)(nil),               // 50: gatehouse.config.v1.Audit
+	(*AuditCapture)(nil),        // 51: gatehouse.config.v1.AuditCapture
+	nil,                         // 52: gatehouse.config.v1.ApiKey.LabelsEntry
+	nil,                         // 53: gatehouse.config.v1.Backend.EndpointWeightsEntry
+	(*durationpb.Duration)(nil), // 54: google.protobuf.Duration
 }
 var file_gatehouse_config_v1_config_proto_depIdxs = []int32{
 	16, // 0: gatehouse.config.v1.Config.listeners:type_name -> gatehouse.config.v1.Listener
 	19, // 1: gatehouse.config.v1.Config.admin:type_name -> gatehouse.config.v1.Admin
-	22, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
-	29, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
-	43, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
-	53, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
-	44, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
-	49, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
+	23, // 2: gatehouse.config.v1.Config.backends:type_name -> gatehouse.config.v1.Backend
+	30, // 3: gatehouse.config.v1.Config.routes:type_name -> gatehouse.config.v1.Route
+	44, // 4: gatehouse.config.v1.Config.logging:type_name -> gatehouse.config.v1.Logging
+	54, // 5: gatehouse.config.v1.Config.shutdown_grace:type_name -> google.protobuf.Duration
+	45, // 6: gatehouse.config.v1.Config.telemetry:type_name -> gatehouse.config.v1.Telemetry
+	50, // 7: gatehouse.config.v1.Config.audit:type_name -> gatehouse.config.v1.Audit
 	8,  // 8: gatehouse.config.v1.Config.rest:type_name -> gatehouse.config.v1.Rest
 	10, // 9: gatehouse.config.v1.Config.quota:type_name -> gatehouse.config.v1.Quota
 	1,  // 10: gatehouse.config.v1.Config.authentication:type_name -> gatehouse.config.v1.Authentication
-	53, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
+	54, // 11: gatehouse.config.v1.Config.drain_delay:type_name -> google.protobuf.Duration
 	4,  // 12: gatehouse.config.v1.Authentication.jwt:type_name -> gatehouse.config.v1.JwtProvider
 	6,  // 13: gatehouse.config.v1.Authentication.api_keys:type_name -> gatehouse.config.v1.ApiKeySet
-	53, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
+	54, // 14: gatehouse.config.v1.Authentication.clock_skew:type_name -> google.protobuf.Duration
 	2,  // 15: gatehouse.config.v1.Authentication.identity:type_name -> gatehouse.config.v1.IdentityHeaders
 	3,  // 16: gatehouse.config.v1.Authentication.internal_jwt:type_name -> gatehouse.config.v1.InternalJwt
-	53, // 17: gatehouse.config.v1.InternalJwt.lifetime:type_name -> google.protobuf.Duration
-	53, // 18: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
+	54, // 17: gatehouse.config.v1.InternalJwt.lifetime:type_name -> google.protobuf.Duration
+	54, // 18: gatehouse.config.v1.JwtProvider.jwks_refresh_interval:type_name -> google.protobuf.Duration
 	5,  // 19: gatehouse.config.v1.JwtProvider.from:type_name -> gatehouse.config.v1.TokenSource
 	7,  // 20: gatehouse.config.v1.ApiKeySet.keys:type_name -> gatehouse.config.v1.ApiKey
-	51, // 21: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
+	52, // 21: gatehouse.config.v1.ApiKey.labels:type_name -> gatehouse.config.v1.ApiKey.LabelsEntry
 	9,  // 22: gatehouse.config.v1.Rest.response_headers:type_name -> gatehouse.config.v1.ResponseHeaders
 	11, // 23: gatehouse.config.v1.Quota.store:type_name -> gatehouse.config.v1.QuotaStore
 	13, // 24: gatehouse.config.v1.Quota.policies:type_name -> gatehouse.config.v1.QuotaPolicy
 	12, // 25: gatehouse.config.v1.QuotaStore.redis:type_name -> gatehouse.config.v1.RedisStore
-	53, // 26: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
+	54, // 26: gatehouse.config.v1.RedisStore.timeout:type_name -> google.protobuf.Duration
 	14, // 27: gatehouse.config.v1.QuotaPolicy.rate:type_name -> gatehouse.config.v1.Rate
 	15, // 28: gatehouse.config.v1.QuotaPolicy.quota:type_name -> gatehouse.config.v1.QuotaLimit
-	53, // 29: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
-	20, // 30: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
+	54, // 29: gatehouse.config.v1.Rate.per:type_name -> google.protobuf.Duration
+	21, // 30: gatehouse.config.v1.Listener.limits:type_name -> gatehouse.config.v1.Limits
 	18, // 31: gatehouse.config.v1.Listener.tls:type_name -> gatehouse.config.v1.ListenerTls
 	17, // 32: gatehouse.config.v1.Listener.cors:type_name -> gatehouse.config.v1.Cors
-	53, // 33: gatehouse.config.v1.Cors.max_age:type_name -> google.protobuf.Duration
-	53, // 34: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
-	53, // 35: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
-	21, // 36: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
-	53, // 37: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
-	53, // 38: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
-	53, // 39: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
-	53, // 40: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
-	52, // 41: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
-	26, // 42: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
-	27, // 43: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
-	28, // 44: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
-	23, // 45: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
-	24, // 46: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
-	25, // 47: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
-	53, // 48: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
-	53, // 49: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
-	53, // 50: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
-	53, // 51: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
-	53, // 52: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
-	53, // 53: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
-	40, // 54: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
-	31, // 55: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
-	32, // 56: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
-	33, // 57: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
-	35, // 58: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
-	36, // 59: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
-	37, // 60: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
-	38, // 61: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
-	30, // 62: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
-	17, // 63: gatehouse.config.v1.Route.cors:type_name -> gatehouse.config.v1.Cors
-	34, // 64: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
-	34, // 65: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
-	53, // 66: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
-	53, // 67: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
-	53, // 68: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
-	39, // 69: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
-	53, // 70: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
-	53, // 71: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
-	53, // 72: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
-	42, // 73: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
-	42, // 74: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
-	42, // 75: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
-	41, // 76: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
-	42, // 77: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
-	45, // 78: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
-	47, // 79: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
-	48, // 80: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
-	46, // 81: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
-	53, // 82: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
-	50, // 83: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
-	84, // [84:84] is the sub-list for method output_type
-	84, // [84:84] is the sub-list for method input_type
-	84, // [84:84] is the sub-list for extension type_name
-	84, // [84:84] is the sub-list for extension extendee
-	0,  // [0:84] is the sub-list for field type_name
+	54, // 33: gatehouse.config.v1.Cors.max_age:type_name -> google.protobuf.Duration
+	18, // 34: gatehouse.config.v1.Admin.tls:type_name -> gatehouse.config.v1.ListenerTls
+	20, // 35: gatehouse.config.v1.Admin.auth:type_name -> gatehouse.config.v1.AdminAuth
+	54, // 36: gatehouse.config.v1.Limits.read_header_timeout:type_name -> google.protobuf.Duration
+	54, // 37: gatehouse.config.v1.Limits.idle_timeout:type_name -> google.protobuf.Duration
+	22, // 38: gatehouse.config.v1.Limits.keepalive:type_name -> gatehouse.config.v1.Keepalive
+	54, // 39: gatehouse.config.v1.Keepalive.min_ping_interval:type_name -> google.protobuf.Duration
+	54, // 40: gatehouse.config.v1.Keepalive.ping_interval:type_name -> google.protobuf.Duration
+	54, // 41: gatehouse.config.v1.Keepalive.ping_timeout:type_name -> google.protobuf.Duration
+	54, // 42: gatehouse.config.v1.Backend.dns_refresh_interval:type_name -> google.protobuf.Duration
+	53, // 43: gatehouse.config.v1.Backend.endpoint_weights:type_name -> gatehouse.config.v1.Backend.EndpointWeightsEntry
+	27, // 44: gatehouse.config.v1.Backend.health_check:type_name -> gatehouse.config.v1.HealthCheck
+	28, // 45: gatehouse.config.v1.Backend.circuit_breaker:type_name -> gatehouse.config.v1.CircuitBreaker
+	29, // 46: gatehouse.config.v1.Backend.outlier_detection:type_name -> gatehouse.config.v1.OutlierDetection
+	24, // 47: gatehouse.config.v1.Backend.tls:type_name -> gatehouse.config.v1.BackendTls
+	54, // 48: gatehouse.config.v1.Backend.connect_timeout:type_name -> google.protobuf.Duration
+	25, // 49: gatehouse.config.v1.Backend.schema:type_name -> gatehouse.config.v1.Schema
+	26, // 50: gatehouse.config.v1.Schema.reflection:type_name -> gatehouse.config.v1.ReflectionSource
+	54, // 51: gatehouse.config.v1.ReflectionSource.refresh_interval:type_name -> google.protobuf.Duration
+	54, // 52: gatehouse.config.v1.HealthCheck.interval:type_name -> google.protobuf.Duration
+	54, // 53: gatehouse.config.v1.HealthCheck.timeout:type_name -> google.protobuf.Duration
+	54, // 54: gatehouse.config.v1.CircuitBreaker.open_for:type_name -> google.protobuf.Duration
+	54, // 55: gatehouse.config.v1.OutlierDetection.ejection_time:type_name -> google.protobuf.Duration
+	54, // 56: gatehouse.config.v1.OutlierDetection.interval:type_name -> google.protobuf.Duration
+	41, // 57: gatehouse.config.v1.Route.match:type_name -> gatehouse.config.v1.Match
+	32, // 58: gatehouse.config.v1.Route.split:type_name -> gatehouse.config.v1.WeightedBackend
+	33, // 59: gatehouse.config.v1.Route.mirror:type_name -> gatehouse.config.v1.Mirror
+	34, // 60: gatehouse.config.v1.Route.request_metadata:type_name -> gatehouse.config.v1.MetadataActions
+	36, // 61: gatehouse.config.v1.Route.rewrite:type_name -> gatehouse.config.v1.Rewrite
+	37, // 62: gatehouse.config.v1.Route.direct_response:type_name -> gatehouse.config.v1.DirectResponse
+	38, // 63: gatehouse.config.v1.Route.timeout:type_name -> gatehouse.config.v1.Timeout
+	39, // 64: gatehouse.config.v1.Route.retry:type_name -> gatehouse.config.v1.Retry
+	31, // 65: gatehouse.config.v1.Route.auth:type_name -> gatehouse.config.v1.RouteAuth
+	17, // 66: gatehouse.config.v1.Route.cors:type_name -> gatehouse.config.v1.Cors
+	35, // 67: gatehouse.config.v1.MetadataActions.set:type_name -> gatehouse.config.v1.MetadataValue
+	35, // 68: gatehouse.config.v1.MetadataActions.add:type_name -> gatehouse.config.v1.MetadataValue
+	54, // 69: gatehouse.config.v1.Timeout.default:type_name -> google.protobuf.Duration
+	54, // 70: gatehouse.config.v1.Timeout.max:type_name -> google.protobuf.Duration
+	54, // 71: gatehouse.config.v1.Timeout.idle:type_name -> google.protobuf.Duration
+	40, // 72: gatehouse.config.v1.Retry.backoff:type_name -> gatehouse.config.v1.Backoff
+	54, // 73: gatehouse.config.v1.Retry.hedge_delay:type_name -> google.protobuf.Duration
+	54, // 74: gatehouse.config.v1.Backoff.base:type_name -> google.protobuf.Duration
+	54, // 75: gatehouse.config.v1.Backoff.max:type_name -> google.protobuf.Duration
+	43, // 76: gatehouse.config.v1.Match.metadata:type_name -> gatehouse.config.v1.MetadataMatch
+	43, // 77: gatehouse.config.v1.Match.headers:type_name -> gatehouse.config.v1.MetadataMatch
+	43, // 78: gatehouse.config.v1.Match.query:type_name -> gatehouse.config.v1.MetadataMatch
+	42, // 79: gatehouse.config.v1.Match.path:type_name -> gatehouse.config.v1.PathMatch
+	43, // 80: gatehouse.config.v1.Match.claims:type_name -> gatehouse.config.v1.MetadataMatch
+	46, // 81: gatehouse.config.v1.Telemetry.tracing:type_name -> gatehouse.config.v1.Tracing
+	48, // 82: gatehouse.config.v1.Telemetry.access_log:type_name -> gatehouse.config.v1.AccessLog
+	49, // 83: gatehouse.config.v1.Telemetry.metrics:type_name -> gatehouse.config.v1.Metrics
+	47, // 84: gatehouse.config.v1.Tracing.otlp:type_name -> gatehouse.config.v1.Otlp
+	54, // 85: gatehouse.config.v1.Audit.fsync_interval:type_name -> google.protobuf.Duration
+	51, // 86: gatehouse.config.v1.Audit.capture:type_name -> gatehouse.config.v1.AuditCapture
+	87, // [87:87] is the sub-list for method output_type
+	87, // [87:87] is the sub-list for method input_type
+	87, // [87:87] is the sub-list for extension type_name
+	87, // [87:87] is the sub-list for extension extendee
+	0,  // [0:87] is the sub-list for field type_name
 }
 
 func init() { file_gatehouse_config_v1_config_proto_init() }
@@ -4886,17 +4989,17 @@ func file_gatehouse_config_v1_config_proto_init() {
 	if File_gatehouse_config_v1_config_proto != nil {
 		return
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[20].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[24].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[27].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[21].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[25].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[28].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[38].OneofWrappers = []any{}
-	file_gatehouse_config_v1_config_proto_msgTypes[41].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[29].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[39].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[42].OneofWrappers = []any{
 		(*PathMatch_Exact)(nil),
 		(*PathMatch_Prefix)(nil),
 		(*PathMatch_Regex)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[42].OneofWrappers = []any{
+	file_gatehouse_config_v1_config_proto_msgTypes[43].OneofWrappers = []any{
 		(*MetadataMatch_Exact)(nil),
 		(*MetadataMatch_Prefix)(nil),
 		(*MetadataMatch_Suffix)(nil),
@@ -4904,16 +5007,16 @@ func file_gatehouse_config_v1_config_proto_init() {
 		(*MetadataMatch_Present)(nil),
 		(*MetadataMatch_Absent)(nil),
 	}
-	file_gatehouse_config_v1_config_proto_msgTypes[45].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[46].OneofWrappers = []any{}
 	file_gatehouse_config_v1_config_proto_msgTypes[47].OneofWrappers = []any{}
+	file_gatehouse_config_v1_config_proto_msgTypes[48].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_gatehouse_config_v1_config_proto_rawDesc), len(file_gatehouse_config_v1_config_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   53,
+			NumMessages:   54,
 			NumExtensions: 0,
 			NumServices:   0,
 		},
