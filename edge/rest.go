@@ -12,6 +12,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	iquota "github.com/gatehouse-dev/gatehouse/interceptors/quota"
 	"github.com/gatehouse-dev/gatehouse/routing"
 	"github.com/gatehouse-dev/gatehouse/transcode"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -64,10 +65,22 @@ func outgoingHeader(key string) (string, bool) {
 	return key, true
 }
 
+// gatewayHeaders are the response headers the gateway itself sets: the
+// quota interceptors' RateLimit-Policy, RateLimit and Retry-After. Their
+// names are a standard (IETF RateLimit fields, RFC 9110 Retry-After), so
+// rest.response_headers, a rule for backend metadata, neither prefixes nor
+// drops them.
+var gatewayHeaders = map[string]bool{
+	iquota.HeaderPolicy:     true,
+	iquota.HeaderRateLimit:  true,
+	iquota.HeaderRetryAfter: true,
+}
+
 // responseHeaderRule is the configured rule (rest.response_headers) that
 // turns backend response metadata (or trailers) into HTTP headers: never
 // hop-by-hop or grpc-* keys, never the dropped ones, the rest under the
-// configured prefix.
+// configured prefix. The gateway's own headers (gatewayHeaders) keep their
+// names whatever the rule says.
 func responseHeaderRule(rule *configv1.ResponseHeaders, trailers bool) runtime.HeaderMatcherFunc {
 	drop := map[string]bool{}
 	for _, k := range rule.GetDrop() {
@@ -78,6 +91,9 @@ func responseHeaderRule(rule *configv1.ResponseHeaders, trailers bool) runtime.H
 		prefix = rule.GetTrailerPrefix()
 	}
 	return func(key string) (string, bool) {
+		if !trailers && gatewayHeaders[strings.ToLower(key)] {
+			return key, true
+		}
 		name, ok := outgoingHeader(key)
 		if !ok || drop[strings.ToLower(key)] || (trailers && rule.GetDropTrailers()) {
 			return "", false

@@ -6,7 +6,10 @@
 // route, the method), applies to some routes and, optionally, only when a
 // CEL condition holds, and is either a rate limit (GCRA: requests per period
 // with a burst) or a calendar quota (requests per UTC day or month). Every
-// policy that applies to a call must allow it.
+// policy that applies to a call must allow it. The calls whose key cannot
+// be evaluated (metadata they lack) share the policy's one counter for the
+// empty key; they are counted in gatehouse_quota_key_errors_total, and the
+// first is logged.
 //
 // Counters live in a Store. Memory is the embedded default: GCRA and
 // calendar counters in a bounded, sharded map whose idle keys are evicted

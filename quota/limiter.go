@@ -18,7 +18,10 @@ type Policy struct {
 	// details, metrics and logs.
 	Name string
 	// Key is a CEL expression (see expr.go) whose value keys the counter;
-	// "" keys by the client IP.
+	// "" keys by the client IP. The calls for which it cannot be evaluated
+	// (metadata["x-tenant"] on a call without x-tenant) all share one
+	// counter, the empty key's; they are logged (once per policy) and
+	// counted in gatehouse_quota_key_errors_total.
 	Key string
 	// When is a CEL condition; the policy applies only when it is true. ""
 	// means always.
@@ -132,6 +135,9 @@ type compiled struct {
 	fallback Store // the in-memory fallback, for FAIL_OPEN
 	rate     Rate  // Rate divided by the replicas
 	cal      Calendar
+	// keyFailed is set when key first fails to evaluate, which is logged
+	// once.
+	keyFailed atomic.Bool
 }
 
 // Limiter applies policies to calls. It is safe for concurrent use.
@@ -268,13 +274,19 @@ func (l *Limiter) holds(p *compiled, vs *vars) bool {
 
 // keyOf evaluates a policy's key. An evaluation error (metadata the call
 // does not carry) keys the call by the empty string, shared by all such
-// calls.
+// calls: it is counted in gatehouse_quota_key_errors_total, and logged the
+// first time for each policy.
 func (l *Limiter) keyOf(p *compiled, call *Call, vs *vars) string {
 	if p.key == nil {
 		return call.SourceIP
 	}
 	out, _, err := p.key.Eval(vs)
 	if err != nil {
+		l.o.metrics.keyError(p.Name)
+		if p.keyFailed.CompareAndSwap(false, true) {
+			l.o.log.Warn("quota policy key could not be evaluated: the calls whose key cannot be evaluated share one counter (logged once per policy; gatehouse_quota_key_errors_total counts them)",
+				"policy", p.Name, "key", p.Key, "error", err.Error())
+		}
 		return ""
 	}
 	if s, ok := out.Value().(string); ok {

@@ -13,11 +13,15 @@ import (
 //	    without the shared store; action: fail_open, fail_closed
 //	gatehouse_quota_store_transitions_total{to}   to: down, up
 //	gatehouse_quota_store_up   1 while the shared store answers
+//	gatehouse_quota_key_errors_total{policy}   calls whose key expression
+//	    could not be evaluated (say, metadata the call lacks): they share
+//	    the policy's one counter for the empty key
 type Metrics struct {
 	decisions   *prometheus.CounterVec
 	fallbacks   *prometheus.CounterVec
 	transitions *prometheus.CounterVec
 	up          prometheus.Gauge
+	keyErrors   *prometheus.CounterVec
 }
 
 // NewMetrics makes the quota series and registers them with reg (nil: not
@@ -40,9 +44,13 @@ func NewMetrics(reg prometheus.Registerer) (*Metrics, error) {
 			Name: "gatehouse_quota_store_up",
 			Help: "1 while the shared quota store answers, 0 while policies fall back.",
 		}),
+		keyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "gatehouse_quota_key_errors_total",
+			Help: "Calls whose quota policy key could not be evaluated, by policy: they share one counter, the empty key's.",
+		}, []string{"policy"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.decisions, m.fallbacks, m.transitions, m.up} {
+		for _, c := range []prometheus.Collector{m.decisions, m.fallbacks, m.transitions, m.up, m.keyErrors} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -71,6 +79,12 @@ func (m *Metrics) decided(o Outcome) {
 func (m *Metrics) fallback(policy, action string) {
 	if m != nil {
 		m.fallbacks.WithLabelValues(policy, action).Inc()
+	}
+}
+
+func (m *Metrics) keyError(policy string) {
+	if m != nil {
+		m.keyErrors.WithLabelValues(policy).Inc()
 	}
 }
 

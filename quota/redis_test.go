@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"strings"
@@ -111,39 +112,101 @@ func TestRedisCalendarCount(t *testing.T) {
 	}
 }
 
-// TestRedisRateWindowEdge: against the Redis server's clock, a burst that
-// straddles a second boundary gets the burst once, not twice as a fixed
-// window per second would give.
+// fixedWindowScript is the naive limiter that TestRedisRateWindowEdge
+// measures itself against: a counter per second of the Redis server's
+// clock (INCR, then EXPIRE when new), allowing ARGV[1] calls per second.
+// It answers 1 when a call is allowed.
+var fixedWindowScript = redis.NewScript(`
+local t = redis.call("TIME")
+local k = KEYS[1] .. ":" .. t[1]
+local n = redis.call("INCR", k)
+if n == 1 then redis.call("EXPIRE", k, 2) end
+if n <= tonumber(ARGV[1]) then return 1 end
+return 0
+`)
+
+// TestRedisRateWindowEdge: a burst that straddles a second boundary of the
+// Redis server's clock gets the burst once, not twice as a fixed window per
+// second does. The run sends the limit and more just before the boundary,
+// waits for the server's TIME to cross it, and sends as many again; each
+// call goes to the store and to fixedWindowScript, which must let the
+// limit through twice: that shows the run is one a fixed window fails.
 func TestRedisRateWindowEdge(t *testing.T) {
 	srv := redistest.Start(t)
 	r, c := newRedis(t, srv.Addr())
 	ctx := context.Background()
-	// Start 30ms before the server's next second.
-	now, err := c.Time(ctx).Result()
-	if err != nil {
-		t.Fatal(err)
-	}
-	time.Sleep(now.Truncate(time.Second).Add(time.Second - 30*time.Millisecond).Sub(now))
-	rate := Rate{Requests: 20, Per: time.Second, Burst: 20}
-	start := time.Now()
-	allowed := 0
-	for range 60 {
-		res, err := r.AllowRate(ctx, "edge", rate)
+	const limit = 20 // per second, and the burst
+	rate := Rate{Requests: limit, Per: time.Second, Burst: limit}
+	serverNow := func() time.Time {
+		t.Helper()
+		now, err := c.Time(ctx).Result()
 		if err != nil {
 			t.Fatal(err)
 		}
-		if res.Allowed {
-			allowed++
+		return now
+	}
+	lead := 5 * time.Millisecond // how long before the boundary the run starts
+	for attempt := 1; ; attempt++ {
+		if attempt > 8 {
+			t.Fatalf("no run fitted %d calls before a second boundary of the server's clock in %d attempts", limit+5, attempt-1)
 		}
-	}
-	el := time.Since(start)
-	// burst 20, plus 20/s for the time the loop took, plus one for rounding.
-	limit := 20 + int(20*el.Seconds()) + 1
-	if allowed > limit {
-		t.Errorf("allowed %d in %v across the boundary, want at most %d (a fixed window would allow 40)", allowed, el, limit)
-	}
-	if allowed < 20 {
-		t.Errorf("allowed %d, want at least the burst of 20", allowed)
+		key := fmt.Sprintf("edge-%d", attempt)
+		gcra, fixed := 0, 0
+		call := func() {
+			res, err := r.AllowRate(ctx, key, rate)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Allowed {
+				gcra++
+			}
+			n, err := fixedWindowScript.Run(ctx, c, []string{"fixed:" + key}, limit).Int()
+			if err != nil {
+				t.Fatal(err)
+			}
+			fixed += n
+		}
+		now := serverNow()
+		boundary := now.Truncate(time.Second).Add(time.Second)
+		if boundary.Sub(now) < lead+5*time.Millisecond {
+			boundary = boundary.Add(time.Second)
+		}
+		time.Sleep(boundary.Sub(now) - lead)
+		first := serverNow()
+		for range limit + 5 {
+			call()
+		}
+		if before := serverNow(); !before.Before(boundary) || !first.Before(boundary) {
+			t.Logf("attempt %d: the calls before the boundary ended %v after it; starting earlier", attempt, before.Sub(boundary))
+			lead *= 2
+			continue
+		}
+		for serverNow().Before(boundary) {
+			time.Sleep(time.Millisecond)
+		}
+		for range limit + 5 {
+			call()
+		}
+		elapsed := serverNow().Sub(first)
+		if elapsed > 250*time.Millisecond {
+			t.Logf("attempt %d: the run took %v of the server's time; again", attempt, elapsed)
+			continue
+		}
+		// From a full bucket, GCRA lets through the burst and then one call
+		// per emission interval (50ms), plus one for rounding.
+		bound := limit + int(elapsed/rate.interval()) + 1
+		t.Logf("attempt %d: %d calls before and %d after the server's second boundary, over %v: GCRA allowed %d (bound %d), a fixed window %d",
+			attempt, limit+5, limit+5, elapsed.Round(time.Microsecond), gcra, bound, fixed)
+		if fixed != 2*limit {
+			t.Fatalf("the fixed window allowed %d, want %d: the run did not straddle its window edge", fixed, 2*limit)
+		}
+		if gcra > bound {
+			t.Errorf("allowed %d in %v across the boundary, want at most %d (the fixed window allowed %d)", gcra, elapsed, bound, fixed)
+		}
+		if gcra < limit {
+			t.Errorf("allowed %d, want at least the burst of %d", gcra, limit)
+		}
+		return
 	}
 }
 

@@ -25,17 +25,20 @@ import (
 )
 
 // accuracyDuration is how long TestQuotaAccuracyAcrossReplicas drives the
-// gateways. Issue 7 says 10s; 3s keeps CI fast and the bound it checks
-// (limit × duration + burst, and at least 95% of it) is the same.
-const accuracyDuration = 3 * time.Second
+// gateways: issue 7's 10s.
+const accuracyDuration = 10 * time.Second
 
 // TestQuotaAccuracyAcrossReplicas: three gateways share one Redis; clients
-// drive each at twice the limit. The calls allowed in all stay within
-// limit × duration + burst, and reach at least 95% of it.
+// drive each at twice the limit (issue 7's per-user policy: 100 per 1s,
+// burst 20) for 10s. The calls allowed in all stay within
+// limit × duration + burst, and reach at least 95% of it. The upper bound
+// is taken over the measured span, from the first call sent to the last
+// answered (a loaded machine stretches the run past 10s, and GCRA allows
+// more in a longer span); the floor is 95% of the nominal bound.
 func TestQuotaAccuracyAcrossReplicas(t *testing.T) {
 	srv := redistest.Start(t)
 	backend := startBackend(t)
-	const rate, burst = 40, 10 // per second
+	const rate, burst = 100, 20 // per second
 	cfg := fmt.Sprintf(`
 listeners: [{ name: edge, address: "127.0.0.1:0" }]
 backends: [{ name: test, endpoints: [%q] }]
@@ -44,7 +47,7 @@ quota:
   store: { redis: { addresses: [%q], timeout: "1s" } }
   replicas: 3
   policies:
-    - name: per-tenant
+    - name: per-user
       key: 'metadata["x-tenant"]'
       rate: { requests: %d, per: "1s", burst: %d }
       on_store_failure: FAIL_CLOSED
@@ -101,13 +104,18 @@ quota:
 	}
 	wg.Wait()
 	span := time.Duration(lastDone.Load())
-	upper := int64(float64(rate)*span.Seconds()) + burst
-	floor := int64(0.95 * (float64(rate)*accuracyDuration.Seconds() + burst))
-	t.Logf("3 gateways, %d calls each at %d/s (twice the limit of %d/s, burst %d) for %v: %d allowed, %d refused; bound %d (over %v), floor %d (95%% of %d)",
+	nominal := int64(rate*accuracyDuration.Seconds()) + burst
+	// GCRA lets through the burst and then one call per emission interval
+	// (10ms): burst + ⌊span × rate⌋, plus one for the rounding of
+	// redis_rate's float arithmetic.
+	upper := int64(float64(rate)*span.Seconds()) + burst + 1
+	floor := int64(0.95 * float64(nominal))
+	t.Logf("3 gateways, %d calls each at %d/s (twice the limit of %d/s, burst %d) for %v: %d allowed, %d refused; bound %d over the measured %v (nominal %d over %v), floor %d (95%% of %d)",
 		int(accuracyDuration/interval), 2*rate, rate, burst, accuracyDuration, allowed.Load(), refused.Load(), upper, span.Round(time.Millisecond),
-		floor, int64(float64(rate)*accuracyDuration.Seconds())+burst)
+		nominal, accuracyDuration, floor, nominal)
 	if got := allowed.Load(); got > upper || got < floor {
-		t.Errorf("allowed %d calls, want between %d and %d", got, floor, upper)
+		t.Errorf("allowed %d calls, want between %d (95%% of limit × duration + burst = %d/s × %v + %d = %d) and %d (limit × the measured span + burst + 1 = %d/s × %v + %d + 1; nominal %d)",
+			got, floor, rate, accuracyDuration, burst, nominal, upper, rate, span.Round(time.Millisecond), burst, nominal)
 	}
 	if other.Load() != 0 {
 		t.Errorf("%d calls failed otherwise", other.Load())
@@ -115,10 +123,12 @@ quota:
 }
 
 // quotaFailureConfig has two routes on one backend, picked by x-route:
-// "open" fails open, "closed" fails closed; replicas: 2.
+// "open" fails open, "closed" fails closed; replicas: 2; and an admin
+// listener for /metrics.
 func quotaFailureConfig(backend, redis string) string {
 	return fmt.Sprintf(`
 listeners: [{ name: edge, address: "127.0.0.1:0" }]
+admin: { address: "127.0.0.1:0" }
 backends: [{ name: test, endpoints: [%q] }]
 routes:
   - { name: open, match: { service: "*", metadata: [{ name: x-route, exact: open }] }, backend: test }
@@ -137,7 +147,9 @@ quota:
 // limit / replicas in memory, each within the 150ms timeout (generous for a
 // loaded race-enabled CI machine; production uses tens of ms), nothing panics,
 // and the outage is logged once; with Redis restarted, the gateway goes back
-// to it and enforcement resumes there.
+// to it and enforcement resumes there. /metrics counts each fallback
+// decision by policy and action, and each transition, and
+// gatehouse_quota_store_up follows the store.
 func TestQuotaRedisKilledAndRestarted(t *testing.T) {
 	srv := redistest.Start(t)
 	var logs syncBuffer
@@ -156,6 +168,33 @@ func TestQuotaRedisKilledAndRestarted(t *testing.T) {
 			t.Fatalf("route %s with Redis up: %v", r, code)
 		}
 	}
+	type series struct {
+		name   string
+		labels map[string]string
+	}
+	var (
+		upGauge     = series{"gatehouse_quota_store_up", nil}
+		openFalls   = series{"gatehouse_quota_store_fallbacks_total", map[string]string{"policy": "open", "action": "fail_open"}}
+		closedFalls = series{"gatehouse_quota_store_fallbacks_total", map[string]string{"policy": "closed", "action": "fail_closed"}}
+		wrongFalls  = series{"gatehouse_quota_store_fallbacks_total", map[string]string{"policy": "open", "action": "fail_closed"}}
+		downs       = series{"gatehouse_quota_store_transitions_total", map[string]string{"to": "down"}}
+		ups         = series{"gatehouse_quota_store_transitions_total", map[string]string{"to": "up"}}
+	)
+	type is struct {
+		series
+		want float64
+	}
+	// checkMetrics scrapes /metrics and compares series with their values.
+	checkMetrics := func(when string, want ...is) {
+		t.Helper()
+		fams := scrape(t, g)
+		for _, w := range want {
+			if v := value(t, fams, w.name, w.labels); v != w.want {
+				t.Errorf("%s: %s %v = %v, want %v", when, w.name, w.labels, v, w.want)
+			}
+		}
+	}
+	checkMetrics("with Redis up", is{upGauge, 1}, is{openFalls, 0}, is{closedFalls, 0}, is{downs, 0}, is{ups, 0})
 
 	srv.Stop()
 	var slowest time.Duration
@@ -188,6 +227,9 @@ func TestQuotaRedisKilledAndRestarted(t *testing.T) {
 	if n := strings.Count(logs.String(), "quota store unreachable"); n != 1 {
 		t.Errorf("the outage was logged %d times, want once:\n%s", n, logs.String())
 	}
+	// Every decision without the store is counted, under its policy's
+	// action; the transition once.
+	checkMetrics("with Redis down", is{upGauge, 0}, is{openFalls, 30}, is{closedFalls, 30}, is{wrongFalls, 0}, is{downs, 1}, is{ups, 0})
 
 	srv.Restart()
 	deadline := time.Now().Add(5 * time.Second)
@@ -203,6 +245,11 @@ func TestQuotaRedisKilledAndRestarted(t *testing.T) {
 	if n := strings.Count(logs.String(), "quota store reachable again"); n != 1 {
 		t.Errorf("the recovery was logged %d times, want once:\n%s", n, logs.String())
 	}
+	fams := scrape(t, g)
+	if v := value(t, fams, closedFalls.name, closedFalls.labels); v < 30 {
+		t.Errorf("after the restart: %s%v = %v, want 30 and more (the calls until a probe found Redis)", closedFalls.name, closedFalls.labels, v)
+	}
+	checkMetrics("with Redis back", is{upGauge, 1}, is{openFalls, 30}, is{downs, 1}, is{ups, 1})
 	// Enforcement resumes on the restarted (empty) Redis: 10 calls pass
 	// on "open" and the 11th is refused, whatever the fallback counted.
 	ok := 0
@@ -214,20 +261,48 @@ func TestQuotaRedisKilledAndRestarted(t *testing.T) {
 	if ok != 10 {
 		t.Errorf("after the restart, %d of 11 calls allowed on open, want 10", ok)
 	}
+	checkMetrics("on Redis again", is{upGauge, 1}, is{openFalls, 30}, is{downs, 1}, is{ups, 1})
 }
 
 // TestQuotaRESTAndGRPC: REST and gRPC calls count against the same
 // bucket; REST refusals are 429 with Retry-After and the RateLimit
 // headers, allowed calls carry the headers too, and a shadow policy counts
-// without refusing.
+// without refusing. The RateLimit headers are the gateway's own: a
+// rest.response_headers rule, which renames or drops backend metadata
+// (x-request-id-seen, which the greeter sends back), leaves them as they
+// are.
 func TestQuotaRESTAndGRPC(t *testing.T) {
-	srv := redistest.Start(t)
-	_, addr := startGreeter(t)
-	g := startGateway(t, fmt.Sprintf(`
+	tests := []struct {
+		name string
+		rest string // the config's rest section
+		// backendHeader is where the greeter's x-request-id-seen must
+		// arrive ("" for nowhere); a header named in absent must not.
+		backendHeader string
+		absent        []string
+	}{
+		{name: "default", backendHeader: "X-Request-Id-Seen"},
+		{
+			name:          "prefix",
+			rest:          `rest: { response_headers: { prefix: "Grpc-Metadata-" } }`,
+			backendHeader: "Grpc-Metadata-X-Request-Id-Seen",
+			absent:        []string{"X-Request-Id-Seen", "Grpc-Metadata-Ratelimit", "Grpc-Metadata-Ratelimit-Policy", "Grpc-Metadata-Retry-After"},
+		},
+		{
+			name:   "drop",
+			rest:   `rest: { response_headers: { drop: ["x-request-id-seen", "ratelimit", "ratelimit-policy", "retry-after"] } }`,
+			absent: []string{"X-Request-Id-Seen"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := redistest.Start(t)
+			_, addr := startGreeter(t)
+			g := startGateway(t, fmt.Sprintf(`
 listeners: [{ name: edge, address: "127.0.0.1:0" }]
 admin: { address: "127.0.0.1:0" }
 backends: [{ name: greeter, endpoints: [%q] }]
 routes: [{ name: hello, match: { service: "examples.greeter.v1.GreeterService" }, backend: greeter }]
+%s
 quota:
   store: { redis: { addresses: [%q], timeout: "1s" } }
   policies:
@@ -239,10 +314,30 @@ quota:
       key: '"everyone"'
       rate: { requests: 1, per: "1h" }
       shadow: true
-`, addr, srv.Addr()), edge.WithREST(demo.REST()...))
+`, addr, tt.rest, srv.Addr()), edge.WithREST(demo.REST()...))
+			testQuotaRESTAndGRPC(t, g, tt.backendHeader, tt.absent)
+		})
+	}
+}
+
+func testQuotaRESTAndGRPC(t *testing.T, g *edge.Gateway, backendHeader string, absent []string) {
 	client := greeterv1.NewGreeterServiceClient(dial(t, g.Addr("edge").String()))
 	url := "http://" + g.Addr("edge").String() + "/v1/greeter:sayHello"
 	ctx := metadata.AppendToOutgoingContext(context.Background(), "x-tenant", "acme")
+	rest := func() (int, string, http.Header) {
+		t.Helper()
+		code, body, h := httpDo(t, http.MethodPost, url, `{"name":"Ada"}`, "x-tenant", "acme", "X-Request-Id", "r1")
+		// The rule applies to the backend's metadata...
+		if backendHeader != "" && code == http.StatusOK && h.Get(backendHeader) != "r1" {
+			t.Errorf("backend metadata: %s = %q, want r1 (headers %v)", backendHeader, h.Get(backendHeader), h)
+		}
+		for _, a := range absent {
+			if v, ok := h[http.CanonicalHeaderKey(a)]; ok {
+				t.Errorf("%d answer has %s: %q (headers %v)", code, a, v, h)
+			}
+		}
+		return code, body, h
+	}
 
 	var hdr metadata.MD
 	if _, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "Ada"}, grpc.Header(&hdr)); err != nil {
@@ -251,12 +346,13 @@ quota:
 	if got := strings.Join(hdr.Get("ratelimit"), ""); got != `"per-tenant";r=3;t=900` { // 15 minutes refill one call
 		t.Errorf("gRPC ratelimit header %q", got)
 	}
-	code, body, h := httpDo(t, http.MethodPost, url, `{"name":"Ada"}`, "x-tenant", "acme")
+	// ...and not to the gateway's RateLimit headers.
+	code, body, h := rest()
 	if code != http.StatusOK {
 		t.Fatalf("REST call: %d %s", code, body)
 	}
 	if got := h.Get("RateLimit"); got != `"per-tenant";r=2;t=1800` {
-		t.Errorf("REST RateLimit %q, want the bucket the gRPC call used", got)
+		t.Errorf("REST RateLimit %q, want the bucket the gRPC call used (headers %v)", got, h)
 	}
 	if got := h.Get("RateLimit-Policy"); got != `"per-tenant";q=4;w=3600` {
 		t.Errorf("REST RateLimit-Policy %q", got)
@@ -264,16 +360,16 @@ quota:
 	if _, err := client.SayHello(ctx, &greeterv1.SayHelloRequest{Name: "Ada"}); err != nil {
 		t.Fatal(err)
 	}
-	if code, body, _ := httpDo(t, http.MethodPost, url, `{"name":"Ada"}`, "x-tenant", "acme"); code != http.StatusOK {
+	if code, body, _ := rest(); code != http.StatusOK {
 		t.Fatalf("fourth call (REST): %d %s", code, body)
 	}
 	// The bucket is empty for both.
-	code, body, h = httpDo(t, http.MethodPost, url, `{"name":"Ada"}`, "x-tenant", "acme")
+	code, body, h = rest()
 	if code != http.StatusTooManyRequests {
 		t.Fatalf("REST over the limit: %d %s, want 429", code, body)
 	}
 	if ra := h.Get("Retry-After"); ra == "" || ra == "0" {
-		t.Errorf("Retry-After %q", ra)
+		t.Errorf("Retry-After %q (headers %v)", ra, h)
 	}
 	if got := h.Get("RateLimit"); !strings.HasPrefix(got, `"per-tenant";r=0;t=`) {
 		t.Errorf("RateLimit on 429: %q", got)
