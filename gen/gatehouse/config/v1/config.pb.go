@@ -855,7 +855,9 @@ type ResponseHeaders struct {
 	// grpc-gateway's default does. Default "" (names as the backend sent
 	// them).
 	Prefix string `protobuf:"bytes,1,opt,name=prefix,proto3" json:"prefix,omitempty"`
-	// Metadata keys never returned to REST clients, lower case.
+	// Metadata keys never returned to REST clients, lower case. The gateway's
+	// own RateLimit-Policy, RateLimit and Retry-After headers are never
+	// prefixed or dropped.
 	Drop []string `protobuf:"bytes,2,rep,name=drop,proto3" json:"drop,omitempty"`
 	// Leave trailers out of the HTTP response (they are sent as headers
 	// otherwise, under trailer_prefix). Default false.
