@@ -15,6 +15,10 @@ import (
 // in routes' auth.require.
 const mtlsCredential = "mtls"
 
+// noneCredential, alone in a route's auth.require, makes the route public
+// on purpose: a require_auth listener serves it.
+const noneCredential = "none"
+
 // metadataKeyRE is a lower-case metadata key (or HTTP header) name.
 var metadataKeyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
 
@@ -74,8 +78,12 @@ func (c checker) checkAuth(cfg *configv1.Config) {
 	names := map[string]string{} // credential name -> its field path
 	ac := cfg.GetAuthentication()
 	credName := func(p path, name string) {
-		if name == mtlsCredential {
+		switch name {
+		case mtlsCredential:
 			c.errorf(p, "%q is reserved for client certificates", name)
+			return
+		case noneCredential:
+			c.errorf(p, "%q is reserved for routes that require no credential", name)
 			return
 		}
 		if prev, dup := names[name]; dup {
@@ -134,6 +142,11 @@ func (c checker) checkAuth(cfg *configv1.Config) {
 	}
 	c.checkIdentity(cfg)
 
+	for j, name := range cfg.GetAdmin().GetAuth().GetRequire() {
+		if name == noneCredential {
+			c.errorf(path{}.field("admin").field("auth").field("require").index(j), "%q would leave the admin API open: name a credential, or remove admin.auth", name)
+		}
+	}
 	for i, r := range cfg.GetRoutes() {
 		ra := r.GetAuth()
 		if ra == nil {
@@ -142,12 +155,19 @@ func (c checker) checkAuth(cfg *configv1.Config) {
 		p := path{}.field("routes").index(i).field("auth")
 		for j, name := range ra.GetRequire() {
 			switch _, ok := names[name]; {
+			case name == noneCredential:
+				if len(ra.GetRequire()) > 1 {
+					c.errorf(p.field("require").index(j), "%q must be alone: a route requires no credential, or some", name)
+				}
+				if len(ra.GetForwardClaims()) > 0 {
+					c.errorf(p.field("forward_claims"), "a route that requires %q has no claims to forward", name)
+				}
 			case name == mtlsCredential:
 				if !verifiesClients {
 					c.errorf(p.field("require").index(j), "no listener verifies client certificates (tls.client_ca_file), so mtls never holds")
 				}
 			case !ok:
-				c.errorf(p.field("require").index(j), "unknown credential %q (authentication.jwt, authentication.api_keys or mtls)", name)
+				c.errorf(p.field("require").index(j), "unknown credential %q (authentication.jwt, authentication.api_keys, mtls or none)", name)
 			}
 		}
 		for j, rule := range ra.GetRules() {

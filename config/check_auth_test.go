@@ -39,6 +39,18 @@ func TestCheckAuth(t *testing.T) {
 			`authentication.api_keys[0].name: duplicate credential name "corp"`},
 		{"reserved name", listener + `authentication: {api_keys: [{name: mtls, keys_file: k.yaml}]}`,
 			`authentication.api_keys[0].name: "mtls" is reserved`},
+		{"reserved name none", listener + `authentication: {api_keys: [{name: none, keys_file: k.yaml}]}`,
+			`authentication.api_keys[0].name: "none" is reserved for routes that require no credential`},
+		{"none with a credential", listener + jwt + `routes: [{name: r, backend: b, auth: {require: [corp, none]}}]`,
+			`routes[0].auth.require[1]: "none" must be alone`},
+		{"none with forward_claims", listener + `routes: [{name: r, backend: b, auth: {require: [none], forward_claims: [sub]}}]`,
+			`routes[0].auth.forward_claims: a route that requires "none" has no claims to forward`},
+		{"admin auth that requires none", listener + `admin: {address: "127.0.0.1:9090", auth: {require: [none]}}`,
+			`admin.auth.require[0]: "none" would leave the admin API open`},
+		{"keys file under an environment variable", listener + `authentication: {api_keys: [{name: p, keys_file: "${SECRETS}/keys.yaml"}]}`,
+			`authentication.api_keys[0].keys_file: want a file path or exactly ${ENV_VAR}`},
+		{"JWKS file under an environment variable", listener + `authentication: {jwt: [{name: corp, issuer: i, audiences: [g], jwks_file: "${DIR}/jwks.json"}]}`,
+			`authentication.jwt[0].jwks_file: want a file path or exactly ${ENV_VAR}`},
 		{"api keys without keys", listener + `authentication: {api_keys: [{name: p}]}`,
 			`authentication.api_keys[0].keys_file: required (or give keys)`},
 		{"trusted proxy not a CIDR", listener + `authentication: {trusted_proxies: ["10.0.0.0/8", "proxy.internal"]}`,
@@ -105,10 +117,12 @@ authentication:
       audiences: ["gatehouse"]
       jwks_uri: "https://id.example.com/.well-known/jwks.json"
     - { name: local, issuer: "https://local/", audiences: [g], jwks_uri: "http://127.0.0.1:9000/jwks", from: { query: access_token } }
+    - { name: env, issuer: "https://env/", audiences: [g], jwks_file: "${GATEHOUSE_JWKS}" }
   api_keys:
     - name: partners
       keys_file: "secrets/api-keys.yaml"
       header: "x-api-key"
+    - { name: ops, keys_file: "${API_KEYS_FILE}", header: x-ops-key }
 routes:
   - name: orders
     match: { service: "shop.orders.v1.Orders" }
@@ -118,6 +132,10 @@ routes:
       rules: ['"orders:read" in claims.scope.split(" ")']
       forward_token: true
       forward_claims: [scope]
+  - name: login
+    match: { service: "shop.auth.v1.Login" }
+    backend: b
+    auth: { require: [none], rules: ['peer.address != ""'] }
 `
 	yaml = strings.Replace(yaml, "authentication:\n", `authentication:
   trusted_proxies: ["10.0.0.0/8", "2001:db8::/32"]

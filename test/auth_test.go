@@ -53,7 +53,7 @@ type identityGreeter struct {
 }
 
 // seenKeys are the metadata keys the identity greeter reports.
-var seenKeys = []string{"x-gatehouse-subject", "x-gatehouse-credential", "x-gatehouse-claims-scope", "x-gatehouse-claims-plan", "authorization", "x-api-key"}
+var seenKeys = []string{"x-gatehouse-subject", "x-gatehouse-credential", "x-gatehouse-claims-scope", "x-gatehouse-claims-plan", "authorization", "x-api-key", "x-id-token"}
 
 func (identityGreeter) SayHello(ctx context.Context, _ *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
 	md, _ := metadata.FromIncomingContext(ctx)

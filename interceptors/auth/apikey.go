@@ -20,7 +20,8 @@ type APIKeySet struct {
 	// Name is what routes' require lists name.
 	Name string
 	// KeysFile is a YAML list of {id, sha256, labels}, reread when it
-	// changes; "" for none.
+	// changes; or "${ENV_VAR}", whose value is that list, read once at
+	// start; "" for none.
 	KeysFile string
 	// KeysFileField names the config field of KeysFile, for errors.
 	KeysFileField string
@@ -149,7 +150,7 @@ func (ks *keySet) verify(key string) (keyEntry, bool) {
 	if ks.file != nil {
 		ks.file.poll(false)
 	}
-	h := sha256.Sum256([]byte(key))
+	h := sumString(key)
 	e, ok := (*ks.index.Load())[h]
 	if !ok || subtle.ConstantTimeCompare(e.hash[:], h[:]) != 1 {
 		return keyEntry{}, false

@@ -111,7 +111,7 @@ func New(cfg Config, opts ...Option) (*Authenticator, error) {
 }
 
 func (a *Authenticator) checkName(name string) error {
-	if name == "" || name == MTLS || slices.Contains(a.order, name) {
+	if name == "" || name == MTLS || name == None || slices.Contains(a.order, name) {
 		return fmt.Errorf("credential name %q is empty, reserved or used twice", name)
 	}
 	return nil
@@ -129,11 +129,12 @@ func (a *Authenticator) Close() {
 	}
 }
 
-// Has reports whether name is a configured credential (or MTLS).
+// Has reports whether name is a configured credential, MTLS or None: a
+// name a route's require list may give.
 func (a *Authenticator) Has(name string) bool {
 	_, j := a.jwt[name]
 	_, k := a.keys[name]
-	return name == MTLS || j || k
+	return name == MTLS || name == None || j || k
 }
 
 // JWKSFetches returns how many JWKS fetches provider started (for tests
@@ -406,6 +407,17 @@ func (g *guard) authorize(ctx context.Context, method string) (context.Context, 
 		}
 		return approve(first, &Forward{Route: r.Name}), nil
 	}
+	if pol.public {
+		// require: [none]: no credential is checked, the rules are.
+		if err := g.checkRules(ctx, c, method, r.Name, pol, &result{}); err != nil {
+			return nil, err
+		}
+		f := &Forward{Route: r.Name, IdentityKeys: g.identityKeys()}
+		if !pol.forwardToken {
+			f.Remove = a.carriers(a.order)
+		}
+		return approve(first, f), nil
+	}
 
 	var chosen *result
 	invalid := false
@@ -442,16 +454,9 @@ func (g *guard) authorize(ctx context.Context, method string) (context.Context, 
 			return nil, g.deny(ctx, codes.PermissionDenied, msgDenied, "route_changed", method, r.Name, "the route depends on which credential is used")
 		}
 	}
-	if len(pol.rules) > 0 {
-		i, err := pol.evalRules(g.vars(ctx, c, method, r.Name, chosen))
-		if i >= 0 {
-			detail := fmt.Sprintf("rule %q is false", pol.rules[i].src)
-			if err != nil {
-				detail = fmt.Sprintf("rule %q: %v", pol.rules[i].src, err)
-			}
-			callinfo.From(ctx).SetPrincipal(chosen.principal)
-			return nil, g.denyBy(ctx, codes.PermissionDenied, msgDenied, "rule", fmt.Sprintf("%s.auth.rules[%d]", r.Name, i), method, r.Name, detail)
-		}
+	if err := g.checkRules(ctx, c, method, r.Name, pol, chosen); err != nil {
+		callinfo.From(ctx).SetPrincipal(chosen.principal)
+		return nil, err
 	}
 	f := &Forward{Route: r.Name, IdentityKeys: g.identityKeys()}
 	if !pol.forwardToken {
@@ -475,6 +480,24 @@ func (g *guard) authorize(ctx context.Context, method string) (context.Context, 
 		f.Set = append(f.Set, [2]string{m.Header(), "Bearer " + tok})
 	}
 	return approve(chosen, f), nil
+}
+
+// checkRules evaluates the rules of pol for the credential res (empty for
+// a route that requires none) and returns the refusal of the first that
+// does not hold; nil when all hold.
+func (g *guard) checkRules(ctx context.Context, c *call, method, route string, pol *Policy, res *result) error {
+	if len(pol.rules) == 0 {
+		return nil
+	}
+	i, err := pol.evalRules(g.vars(ctx, c, method, route, res))
+	if i < 0 {
+		return nil
+	}
+	detail := fmt.Sprintf("rule %q is false", pol.rules[i].src)
+	if err != nil {
+		detail = fmt.Sprintf("rule %q: %v", pol.rules[i].src, err)
+	}
+	return g.denyBy(ctx, codes.PermissionDenied, msgDenied, "rule", fmt.Sprintf("%s.auth.rules[%d]", route, i), method, route, detail)
 }
 
 // identityKeys are the metadata keys (and, last, the claims prefix) that

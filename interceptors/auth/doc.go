@@ -7,8 +7,9 @@
 // config or a file that is reread when it changes) and verified client
 // certificates ("mtls"). [StreamServerInterceptor] and
 // [UnaryServerInterceptor] apply, per call, the policy of the route that
-// takes it ([RouteFunc]): which credentials the route accepts, then its CEL
-// rules (see package internal/authcel for their variables).
+// takes it ([RouteFunc]): which credentials the route accepts (or [None],
+// for a route public on purpose), then its CEL rules (see package
+// internal/authcel for their variables).
 //
 // Answers, and only as much detail as the client needs:
 //

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"sync"
 	"time"
 )
@@ -16,6 +17,10 @@ const maxFileBytes = 1 << 20
 // lazily, when a call needs it, at most once per poll interval, so that no
 // goroutine and no timer is needed; a file that cannot be read or parsed
 // keeps the last good content in force and is logged.
+//
+// A path of the form "${ENV_VAR}" names an environment variable whose value
+// is the content itself, as for the gateway's other secrets
+// (tlsconfig.ReadSecret): it is read once, at start, and never polled.
 type watchedFile struct {
 	path  string
 	field string // the config field that names it, for errors
@@ -32,7 +37,7 @@ type watchedFile struct {
 // load reads and applies the file once; New calls it so that a missing or
 // broken file is an error at start, naming its field.
 func (f *watchedFile) load() error {
-	data, err := readFileLimited(f.path)
+	data, err := f.read()
 	if err != nil {
 		return fmt.Errorf("%s: %w", f.field, err)
 	}
@@ -49,6 +54,9 @@ func (f *watchedFile) load() error {
 // poll rereads the file when the poll interval has passed since the last
 // check (always when force is set) and applies it when its content changed.
 func (f *watchedFile) poll(force bool) {
+	if isEnvRef(f.path) {
+		return // the environment does not change while the gateway runs
+	}
 	if !f.mu.TryLock() {
 		return // another call is checking it right now
 	}
@@ -72,6 +80,28 @@ func (f *watchedFile) poll(force bool) {
 		return
 	}
 	f.sum = sum
+}
+
+// envRef is a key file given as "${ENV_VAR}".
+var envRef = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$`)
+
+func isEnvRef(path string) bool { return envRef.MatchString(path) }
+
+// read returns the content in force: the file's, or the environment
+// variable's value for "${ENV_VAR}".
+func (f *watchedFile) read() ([]byte, error) {
+	m := envRef.FindStringSubmatch(f.path)
+	if m == nil {
+		return readFileLimited(f.path)
+	}
+	v, ok := os.LookupEnv(m[1])
+	if !ok || v == "" {
+		return nil, fmt.Errorf("environment variable %s is not set", m[1])
+	}
+	if len(v) > maxFileBytes {
+		return nil, fmt.Errorf("environment variable %s: larger than %d bytes", m[1], maxFileBytes)
+	}
+	return []byte(v), nil
 }
 
 func readFileLimited(path string) ([]byte, error) {

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/lestrrat-go/jwx/v3/jwa"
 	"github.com/lestrrat-go/jwx/v3/jwk"
@@ -35,7 +36,8 @@ type JWTProvider struct {
 	// JWKSURI is where the signing keys are published; exactly one of
 	// JWKSURI and JWKSFile.
 	JWKSURI string
-	// JWKSFile is a local JWKS, reread when it changes.
+	// JWKSFile is a local JWKS, reread when it changes; or "${ENV_VAR}",
+	// whose value is the JWKS itself, read once at start.
 	JWKSFile string
 	// JWKSFileField names the config field of JWKSFile, for errors.
 	JWKSFileField string
@@ -102,9 +104,12 @@ type jwtProvider struct {
 	mu        sync.Mutex
 	inflight  chan struct{} // closed when the fetch under way ends; nil when none
 	nextDue   time.Time     // when the next periodic fetch is due
+	due       atomic.Int64  // nextDue in Unix nanoseconds, read without mu
 	lastExtra time.Time     // when an unknown kid last caused a fetch
 	failures  int
 	fetches   atomic.Int64
+
+	fetchedSum [sha256.Size]byte // of the JWKS in force; only fetch, one at a time, uses it
 
 	verified   verifiedCache // tokens whose signature was checked lately
 	signatures atomic.Int64  // signature checks made (tests)
@@ -166,6 +171,24 @@ func newJWTProvider(a *Authenticator, s JWTProvider) (*jwtProvider, error) {
 	return p, nil
 }
 
+// refreshIfDue polls a JWKS file (at most once per poll interval), or
+// starts the periodic fetch of a JWKS URL in the background when it is
+// due; it never waits. The calls under way keep the key set in force.
+func (p *jwtProvider) refreshIfDue() {
+	if p.file != nil {
+		p.file.poll(false)
+		return
+	}
+	if p.a.opts.now().UnixNano() < p.due.Load() {
+		return // not due: no lock on the way of every call
+	}
+	p.mu.Lock()
+	if !p.a.opts.now().Before(p.nextDue) {
+		p.startFetchLocked()
+	}
+	p.mu.Unlock()
+}
+
 // start begins the first fetch of a JWKS URL, in the background.
 func (p *jwtProvider) start() {
 	if p.uri == "" {
@@ -203,6 +226,7 @@ func (p *jwtProvider) startFetchLocked() chan struct{} {
 			p.failures = 0
 			p.nextDue = now.Add(p.refresh)
 		}
+		p.due.Store(p.nextDue.UnixNano())
 		p.inflight = nil
 		p.mu.Unlock()
 		close(done)
@@ -242,11 +266,16 @@ func (p *jwtProvider) fetch() error {
 	if len(data) > maxJWKSBytes {
 		return fmt.Errorf("JWKS larger than %d bytes", maxJWKSBytes)
 	}
+	sum := sha256.Sum256(data)
+	if sum == p.fetchedSum && p.keys.Load() != nil {
+		return nil // unchanged: the key set in force, and the tokens it verified, stand
+	}
 	snap, err := parseJWKS(data)
 	if err != nil {
 		return err
 	}
 	p.keys.Store(snap)
+	p.fetchedSum = sum
 	return nil
 }
 
@@ -462,7 +491,12 @@ func peekIssuer(payload string) (string, error) {
 // for verify when it is not. A token from another issuer is never in the
 // cache: it was not verified here.
 func (p *jwtProvider) cached(tok string) (claims map[string]any, sum [sha256.Size]byte, ok bool) {
-	sum = sha256.Sum256([]byte(tok))
+	sum = sumString(tok)
+	// A hit must not hold the key set still: start the refresh that is
+	// due (or poll the file) as a miss would, so that a key withdrawn from
+	// the JWKS stops counting for the tokens it verified once the new set
+	// is in force, however often those tokens come back.
+	p.refreshIfDue()
 	snap := p.keys.Load()
 	if v, hit := p.verified.get(sum); hit && snap != nil && v.keys == snap {
 		if jwt.Validate(v.token, p.validateOptions()...) == nil {
@@ -470,6 +504,13 @@ func (p *jwtProvider) cached(tok string) (claims map[string]any, sum [sha256.Siz
 		}
 	}
 	return nil, sum, false
+}
+
+// sumString is the SHA-256 of s, read in place: converting a credential
+// to a []byte would copy it (up to the token size limit) on every call.
+// Sum256 neither keeps nor changes its input.
+func sumString(s string) [sha256.Size]byte {
+	return sha256.Sum256(unsafe.Slice(unsafe.StringData(s), len(s)))
 }
 
 // verify checks a token that cached does not have and returns its claims;
@@ -549,8 +590,9 @@ const maxVerifiedTokens = 4096
 // with every call (the usual case) costs one signature check per token
 // rather than per call: an RS256 or ES256 check takes 70–120 µs, more than
 // the rest of a proxied call. An entry counts only while the key set it
-// was verified with is still in force (any JWKS refresh, rotation or
-// reload replaces the set), and only while the token's own time limits
+// was verified with is still in force (a JWKS that changes, by rotation,
+// refresh or reload, replaces the set; one fetched again unchanged does
+// not), and only while the token's own time limits
 // hold, checked at every use; otherwise the token is verified afresh.
 // Failures are never remembered. When full, about an eighth of the entries
 // (arbitrary ones) make room.

@@ -122,7 +122,9 @@ func WithFetchHook(f func(provider string, err error)) Option {
 
 // WithRequireAuth makes the interceptors refuse, with PERMISSION_DENIED,
 // every call whose route has no auth block and every call no route takes
-// (default-deny), except the methods WithExempt names. Default false.
+// (default-deny), except the methods WithExempt names. A route that is
+// public on purpose says so with an auth block that requires [None].
+// Default false.
 func WithRequireAuth(on bool) Option {
 	return optionFunc(func(o *options) { o.requireAuth = on })
 }

@@ -11,10 +11,19 @@ import (
 	"google.golang.org/grpc/metadata"
 )
 
+// None, alone in a route's require list, makes the route public on
+// purpose: its calls need no credential, and a listener that requires auth
+// (WithRequireAuth) serves them, which it does not for a route without an
+// auth block. Its rules still apply, with an empty principal; the
+// credentials callers send are not checked, and are stripped unless the
+// route relays them (ForwardToken), so that no backend takes an unchecked
+// token for a checked one.
+const None = "none"
+
 // PolicySpec is a route's auth block.
 type PolicySpec struct {
 	// Require names the credentials any one of which the call must pass:
-	// JWT providers, API key sets, or MTLS.
+	// JWT providers, API key sets, or MTLS; or None alone.
 	Require []string
 	// Rules are CEL expressions that must all be true.
 	Rules []string
@@ -28,6 +37,7 @@ type PolicySpec struct {
 
 // Policy is a compiled route auth block. It is immutable.
 type Policy struct {
+	public        bool // require is [None]
 	require       []string
 	rules         []rule
 	forwardToken  bool
@@ -44,7 +54,15 @@ func NewPolicy(s PolicySpec) (*Policy, error) {
 	if len(s.Require) == 0 {
 		return nil, fmt.Errorf("auth.require: at least one credential")
 	}
-	p := &Policy{require: slices.Clone(s.Require), forwardToken: s.ForwardToken}
+	if slices.Contains(s.Require, None) {
+		if len(s.Require) > 1 {
+			return nil, fmt.Errorf("auth.require: %q must be alone", None)
+		}
+		if len(s.ForwardClaims) > 0 {
+			return nil, fmt.Errorf("auth.forward_claims: a route that requires %q has no claims to forward", None)
+		}
+	}
+	p := &Policy{require: slices.Clone(s.Require), forwardToken: s.ForwardToken, public: s.Require[0] == None}
 	for _, c := range s.ForwardClaims {
 		p.forwardClaims = append(p.forwardClaims, strings.ToLower(c))
 	}

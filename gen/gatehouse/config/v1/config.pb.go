@@ -452,7 +452,8 @@ type JwtProvider struct {
 	// Where the signing keys are published (https, or http to loopback).
 	// Exactly one of jwks_uri and jwks_file.
 	JwksUri string `protobuf:"bytes,4,opt,name=jwks_uri,json=jwksUri,proto3" json:"jwks_uri,omitempty"`
-	// A local JWKS file, reread when it changes.
+	// A local JWKS file, reread when it changes; or "${ENV_VAR}", whose value
+	// is the JWKS itself, read once at start.
 	JwksFile string `protobuf:"bytes,5,opt,name=jwks_file,json=jwksFile,proto3" json:"jwks_file,omitempty"`
 	// Allowed signing algorithms. Default RS256, ES256, EdDSA. HMAC and
 	// "none" are never allowed.
@@ -616,7 +617,8 @@ type ApiKeySet struct {
 	// A unique name, referred to by routes' auth.require.
 	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
 	// A YAML file of keys: a list of {id, sha256 (hex of the key), labels};
-	// reread when it changes.
+	// reread when it changes. Or "${ENV_VAR}", whose value is that YAML, read
+	// once at start.
 	KeysFile string `protobuf:"bytes,2,opt,name=keys_file,json=keysFile,proto3" json:"keys_file,omitempty"`
 	// Keys inline (hashes only, never the keys themselves).
 	Keys []*ApiKey `protobuf:"bytes,3,rep,name=keys,proto3" json:"keys,omitempty"`
@@ -1407,7 +1409,8 @@ type Listener struct {
 	// when absent.
 	Tls *ListenerTls `protobuf:"bytes,5,opt,name=tls,proto3" json:"tls,omitempty"`
 	// Refuse every call on this listener whose route has no auth block
-	// (default-deny). Default false.
+	// (default-deny); a route public on purpose says `require: [none]`.
+	// Default false.
 	RequireAuth bool `protobuf:"varint,6,opt,name=require_auth,json=requireAuth,proto3" json:"require_auth,omitempty"`
 	// Cross-origin (CORS) access for browsers, for every call on this
 	// listener (REST, gRPC-Web, WebSocket, streams). Preflights (OPTIONS with
@@ -2851,7 +2854,10 @@ func (x *Route) GetCors() *Cors {
 type RouteAuth struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Authentication names (JWT providers, API key sets) any one of which
-	// the call must pass; "mtls" accepts a verified client certificate.
+	// the call must pass; "mtls" accepts a verified client certificate. Or
+	// "none" alone: the route needs no credential (a require_auth listener
+	// then serves it); its rules still apply, and tokens sent are stripped
+	// unless forward_token.
 	Require []string `protobuf:"bytes,1,rep,name=require,proto3" json:"require,omitempty"`
 	// CEL rules that must all be true, over method, route, metadata,
 	// principal (subject, credential, labels), claims and peer, e.g.
