@@ -32,6 +32,7 @@ type browser struct {
 
 	streams    atomic.Pointer[streamMux] // rebuilt by Gateway.RefreshStreamMethods
 	routeCache routeCORSCache
+	rests      restIndexCache // REST path → gRPC method, for route policies (restindex.go)
 }
 
 // browserOptions are the Gateway options of browser transports.
@@ -117,9 +118,32 @@ func (b *browser) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b.streams.Load().ServeHTTP(w, r) // falls through to b.rest
 }
 
-// isGRPCWeb reports whether r is a gRPC-Web call.
+// isGRPCWeb reports whether r is a gRPC-Web call: its media type, compared
+// case-insensitively as media types are, starts "application/grpc-web".
 func isGRPCWeb(r *http.Request) bool {
-	return strings.HasPrefix(r.Header.Get("Content-Type"), "application/grpc-web")
+	_, _, ok := grpcWebMediaType(r.Header.Get("Content-Type"))
+	return ok
+}
+
+// grpcWebMediaType parses a gRPC-Web Content-Type: application/grpc-web or
+// application/grpc-web-text (text), then an optional "+suffix" (sub, e.g.
+// "+proto"; whatever follows the type), then optional parameters. Type,
+// subtype and suffix are case-insensitive (RFC 9110 §8.3.1); sub is
+// returned in lower case. ok is false when ct does not start with a
+// gRPC-Web media type.
+func grpcWebMediaType(ct string) (text bool, sub string, ok bool) {
+	if i := strings.IndexByte(ct, ';'); i >= 0 {
+		ct = ct[:i]
+	}
+	mt := strings.ToLower(strings.TrimSpace(ct))
+	rest, ok := strings.CutPrefix(mt, "application/grpc-web")
+	if !ok {
+		return false, "", false
+	}
+	if r, isText := strings.CutPrefix(rest, "-text"); isText {
+		text, rest = true, r
+	}
+	return text, rest, true // sub "" or "+proto" is served; others get 415
 }
 
 // callMetadata turns the HTTP headers of a browser call into the metadata

@@ -318,10 +318,10 @@ func (b *browser) routePolicies(t *routing.Table) (map[string]*corsPolicy, bool)
 }
 
 // routeCORS returns the policy of the route that takes r, and whether that
-// route has one of its own. The method is the path when it looks like a
-// gRPC method (gRPC-Web, auto-mapped streams), else unknown, and routes
-// are matched on the request's HTTP method, path, query and headers.
-func (b *browser) routeCORS(r *http.Request, httpMethod string) (*corsPolicy, bool) {
+// route has one of its own. Routes are matched as the call itself will be:
+// on its gRPC method (callMethod; method when the caller knows it already),
+// and on the request's HTTP method, path, query and headers.
+func (b *browser) routeCORS(r *http.Request, httpMethod, method string) (*corsPolicy, bool) {
 	t := b.g.router.Table()
 	policies, any := b.routePolicies(t)
 	if !any {
@@ -332,16 +332,41 @@ func (b *browser) routeCORS(r *http.Request, httpMethod string) (*corsPolicy, bo
 		md[strings.ToLower(k)] = vs
 	}
 	md[":authority"] = []string{r.Host}
-	req := &routing.Request{Metadata: md, HTTPMethod: httpMethod, Path: r.URL.Path, Query: r.URL.Query()}
-	if validMethodPath(r.URL.Path) && strings.Contains(r.URL.Path[1:strings.LastIndexByte(r.URL.Path, '/')], ".") {
-		req.Method = r.URL.Path
+	if method == "" {
+		method = b.callMethod(r, httpMethod, false)
 	}
+	req := &routing.Request{Method: method, Metadata: md, HTTPMethod: httpMethod, Path: r.URL.Path, Query: r.URL.Query()}
 	rt, ok := t.MatchRequest(req)
 	if !ok {
 		return nil, false
 	}
 	p, ok := policies[rt.Name]
 	return p, ok
+}
+
+// callMethod returns the gRPC method that r, made with HTTP method
+// httpMethod (a preflight's Access-Control-Request-Method), calls: its path
+// for gRPC-Web and for the path of a known method, else the method whose
+// REST binding (google.api.http rule) matches, else the path when it looks
+// like /pkg.Service/Method (a proxied service the gateway has no schema
+// of); "" when none.
+func (b *browser) callMethod(r *http.Request, httpMethod string, grpcWeb bool) string {
+	p := r.URL.Path
+	methodPath := validMethodPath(p) && strings.Contains(p[1:strings.LastIndexByte(p, '/')], ".")
+	if grpcWeb && methodPath {
+		return p
+	}
+	x := b.rests.index(b.g)
+	if methodPath && x.knownMethod(p) {
+		return p
+	}
+	if m, _, ok := x.lookup(r.Context(), httpMethod, r.URL); ok {
+		return m
+	}
+	if methodPath {
+		return p
+	}
+	return ""
 }
 
 // corsOn reports whether any CORS policy applies on this listener.
@@ -367,7 +392,11 @@ func (b *browser) applyCORS(w http.ResponseWriter, r *http.Request) bool {
 		httpMethod = strings.ToUpper(r.Header.Get("Access-Control-Request-Method"))
 	}
 	p := b.cors
-	if rp, ok := b.routeCORS(r, httpMethod); ok {
+	method := ""
+	if !preflight && isGRPCWeb(r) {
+		method = b.callMethod(r, httpMethod, true)
+	}
+	if rp, ok := b.routeCORS(r, httpMethod, method); ok {
 		p = rp
 	}
 	if p == nil {

@@ -47,12 +47,9 @@ const (
 
 func (b *browser) serveGRPCWeb(w http.ResponseWriter, r *http.Request) {
 	ct := r.Header.Get("Content-Type")
-	text := strings.HasPrefix(ct, "application/grpc-web-text")
-	sub := strings.TrimPrefix(strings.TrimPrefix(ct, "application/grpc-web-text"), "application/grpc-web")
-	if i := strings.IndexByte(sub, ';'); i >= 0 {
-		sub = sub[:i]
-	}
+	text, sub, _ := grpcWebMediaType(ct)
 	if sub != "" && sub != "+proto" {
+		// +json and other codecs: the messages cross as raw protobuf frames.
 		http.Error(w, "gatehouse: unsupported gRPC-Web content type "+ct, http.StatusUnsupportedMediaType)
 		return
 	}

@@ -19,8 +19,9 @@ import (
 
 // TestRealBrowser loads a page served by Gatehouse in headless Chromium
 // (Debian's chromium package, installed by .ci/run) and checks what it
-// shows: a unary call made through gRPC-Web and a server stream read with
-// EventSource, both cross-origin, from the "web" listener's page to the
+// shows: a unary call made through gRPC-Web, a server stream read with
+// EventSource and the same stream over a WebSocket (to completion and to
+// an error), all cross-origin, from the "web" listener's page to the
 // "edge" listener's API, under the edge listener's CORS policy. It fails,
 // not skips, when Chromium is missing.
 func TestRealBrowser(t *testing.T) {
@@ -101,5 +102,20 @@ routes:
 	want := []string{"Hello #1, SSE!", "Hello #2, SSE!", "Hello #3, SSE!", "Hello #4, SSE!", "Hello #5, SSE!"}
 	if strings.Join(items, "|") != strings.Join(want, "|") {
 		t.Errorf("SSE shows %q, want %q", items, want)
+	}
+	wsItems, err := chromedp.Run(sctx, chromedp.Evaluate[[]string](`Array.from(document.querySelectorAll('#ws li')).map(li => li.textContent)`))
+	if err != nil {
+		t.Fatalf("chromium: %v", err)
+	}
+	if got := strings.Join(wsItems, "|"); got != "Hello #1, WS!|Hello #2, WS!" {
+		t.Errorf("WebSocket shows %q", wsItems)
+	}
+	// 1000 for the call that succeeded, 4003 (INVALID_ARGUMENT) for the
+	// one that failed, whose last message was its status with details.
+	if got := text(`document.getElementById('ws-close').textContent`); got != "1000 4003" {
+		t.Errorf("WebSocket close codes %q, want \"1000 4003\"", got)
+	}
+	if got := text(`document.getElementById('ws-error').textContent`); !strings.HasPrefix(got, "code 3, ") || got == "code 3, 0 details" {
+		t.Errorf("WebSocket status message shows %q, want code 3 with details", got)
 	}
 }

@@ -9,14 +9,21 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -28,10 +35,12 @@ import (
 	"github.com/gatehouse-dev/gatehouse/examples/demo"
 	"github.com/gatehouse-dev/gatehouse/examples/greeter"
 	greeterv1 "github.com/gatehouse-dev/gatehouse/gen/examples/greeter/v1"
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -143,6 +152,9 @@ func grpcWebCall(t *testing.T, c *http.Client, addr, method string, req proto.Me
 		t.Fatal(err)
 	}
 	res := grpcWebResult{httpStatus: resp.StatusCode, header: resp.Header, trailer: map[string]string{}}
+	if got := resp.Header.Get("Content-Type"); !strings.HasPrefix(got, "application/grpc-web") {
+		t.Fatalf("not a gRPC-Web answer: %d, content type %q: %.200s", resp.StatusCode, got, raw)
+	}
 	if text {
 		wantCT := "application/grpc-web-text+proto"
 		if got := resp.Header.Get("Content-Type"); got != wantCT {
@@ -173,6 +185,9 @@ func grpcWebCall(t *testing.T, c *http.Client, addr, method string, req proto.Me
 			t.Fatalf("truncated frame header: %x", raw)
 		}
 		n := binary.BigEndian.Uint32(raw[1:5])
+		if uint64(n) > uint64(len(raw)-5) {
+			t.Fatalf("frame of %d bytes in %d", n, len(raw)-5)
+		}
 		data := raw[5 : 5+n]
 		if raw[0]&0x80 != 0 {
 			res.inBody = true
@@ -589,6 +604,10 @@ func TestWebSocketBidi(t *testing.T) {
 			t.Fatal(err)
 		}
 		_ = c.Write(ctx, websocket.MessageText, []byte(`{"responseStatus":{"code":5,"message":"not here"}}`))
+		// The status as a last message, then the close frame.
+		if _, data, err := c.Read(ctx); err != nil || !strings.Contains(string(data), `"error":{"code":5,"message":"not here"}`) {
+			t.Fatalf("status message %s: %v", data, err)
+		}
 		_, _, err := c.Read(ctx)
 		var ce websocket.CloseError
 		if !asCloseError(err, &ce) || ce.Code != websocket.StatusCode(4000+int(codes.NotFound)) || ce.Reason != "not here" {
@@ -598,6 +617,9 @@ func TestWebSocketBidi(t *testing.T) {
 	t.Run("bad message", func(t *testing.T) {
 		c, ctx := wsDial(t, addr, path, nil)
 		_ = c.Write(ctx, websocket.MessageText, []byte(`{"noSuchField":1}`))
+		if _, data, err := c.Read(ctx); err != nil || !strings.Contains(string(data), `"error":{"code":3,`) {
+			t.Fatalf("status message %s: %v", data, err)
+		}
 		_, _, err := c.Read(ctx)
 		if websocket.CloseStatus(err) != websocket.StatusCode(4000+int(codes.InvalidArgument)) {
 			t.Fatalf("close %v, want 4003", err)
@@ -722,5 +744,590 @@ listeners: [{ name: edge, address: "127.0.0.1:0", cors: { allowed_origins: ["*"]
 `))
 	if err == nil || !strings.Contains(err.Error(), "allow_credentials") {
 		t.Errorf("credentials with \"*\": %v", err)
+	}
+}
+
+// wsResult is what a WebSocket call returned: its messages (the status
+// message included), and the close frame.
+type wsResult struct {
+	messages []string
+	close    websocket.CloseError
+	closed   bool // a close frame arrived
+}
+
+// wsRun opens a WebSocket to path, sends send (each one message; "" sends
+// an empty message, a half-close), and reads until the socket closes. It
+// fails the test when the upgrade fails.
+func wsRun(t *testing.T, addr, path string, header http.Header, send ...string) wsResult {
+	t.Helper()
+	c, ctx := wsDial(t, addr, path, header)
+	for _, m := range send {
+		if err := c.Write(ctx, websocket.MessageText, []byte(m)); err != nil {
+			t.Fatalf("send %q: %v", m, err)
+		}
+	}
+	var res wsResult
+	for {
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			res.closed = asCloseError(err, &res.close)
+			if !res.closed {
+				t.Fatalf("%s: read: %v", path, err)
+			}
+			return res
+		}
+		res.messages = append(res.messages, string(data))
+	}
+}
+
+// wsStatus is the google.rpc.Status of a failed WebSocket call's last
+// message.
+func (r wsResult) status(t *testing.T) *spb.Status {
+	t.Helper()
+	if len(r.messages) == 0 {
+		t.Fatalf("no status message before close %v", r.close)
+	}
+	var env struct {
+		Error json.RawMessage `json:"error"`
+	}
+	var st spb.Status
+	last := r.messages[len(r.messages)-1]
+	if err := json.Unmarshal([]byte(last), &env); err != nil || env.Error == nil {
+		t.Fatalf("last message %s is not {\"error\": status}: %v", last, err)
+	}
+	if err := protojson.Unmarshal(env.Error, &st); err != nil {
+		t.Fatalf("status %s: %v", env.Error, err)
+	}
+	return &st
+}
+
+// accessControl returns the Access-Control-* headers of h.
+func accessControl(h http.Header) http.Header {
+	out := http.Header{}
+	for k, v := range h {
+		if strings.HasPrefix(k, "Access-Control-") {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// TestCORSRoutePolicyOnRESTPaths: a route's CORS policy applies to its
+// methods' REST paths (google.api.http rules), compiled in or from a
+// runtime schema, as to their gRPC-Web paths: the route that takes the
+// call is found from the REST path and verb (for a preflight, the verb it
+// asks for), not left to a catch-all route. A route with "cors: {}" has
+// cross-origin access off even when a later catch-all allows "*"; so does
+// the WebSocket origin check on a streaming method's REST path.
+func TestCORSRoutePolicyOnRESTPaths(t *testing.T) {
+	greeterAddr := startBackend(t, func(s *grpc.Server) {
+		greeterv1.RegisterGreeterServiceServer(s, failingGreeter{greeter.New("b1")})
+	})
+	shelfAddr, _ := startShelfBackend(t, "127.0.0.1:0", true) // examples.shelfrt.v1: known from reflection only
+	g := startGateway(t, fmt.Sprintf(`
+listeners: [{ name: edge, address: "127.0.0.1:0" }]
+backends:
+  - { name: greeter, endpoints: [%q] }
+  - { name: shelf, endpoints: [%q], schema: { reflection: {} } }
+routes:
+  - name: hello-off
+    match: { method: "/examples.greeter.v1.GreeterService/SayHello" }
+    backend: greeter
+    cors: {}
+  - name: shelf-delete-off
+    match: { method: "/examples.shelfrt.v1.ShelfService/DeleteBook" }
+    backend: shelf
+    cors: {}
+  - name: shelf
+    match: { service: "examples.shelfrt.v1.ShelfService" }
+    backend: shelf
+    cors: { allowed_origins: ["https://app.example.com"], allowed_methods: ["GET", "DELETE"] }
+  - name: all
+    match: { service: "*" }
+    backend: greeter
+    cors: { allowed_origins: ["*"] }
+`, greeterAddr, shelfAddr), edge.WithREST(demo.REST()...))
+	addr := g.Addr("edge").String()
+	base := "http://" + addr
+	if _, ok := g.Schemas().Method("/examples.shelfrt.v1.ShelfService/WatchBooks"); !ok {
+		t.Fatalf("the shelf schema did not load: %v", g.SchemaErrors())
+	}
+	const app, evil = "https://app.example.com", "https://evil.example"
+
+	preflights := []struct {
+		name, path, verb, origin string
+		wantOrigin               string // "" for no CORS headers at all
+	}{
+		{"compiled rule, route off", "/v1/greeter:sayHello", "POST", evil, ""},
+		{"compiled rule, route off, any origin", "/v1/greeter:sayHello", "POST", app, ""},
+		{"gRPC-Web path, route off", "/examples.greeter.v1.GreeterService/SayHello", "POST", evil, ""},
+		{"runtime rule, allowed origin", "/v1/shelves/s1/books/b1", "GET", app, app},
+		{"runtime rule, disallowed origin", "/v1/shelves/s1/books/b1", "GET", evil, ""},
+		{"runtime rule, other verb's route is off", "/v1/shelves/s1/books/b1", "DELETE", app, ""},
+		{"runtime stream rule", "/v1/shelves/s1/books:watch", "GET", evil, ""},
+		{"catch-all still allows any", "/grpc.testing.TestService/UnaryCall", "POST", evil, "*"},
+	}
+	for _, tc := range preflights {
+		t.Run("preflight/"+tc.name, func(t *testing.T) {
+			code, _, h := httpDo(t, http.MethodOptions, base+tc.path, "", "Origin", tc.origin, "Access-Control-Request-Method", tc.verb)
+			if code != http.StatusNoContent {
+				t.Fatalf("%d", code)
+			}
+			ac := accessControl(h)
+			if tc.wantOrigin == "" && len(ac) != 0 {
+				t.Fatalf("want no CORS headers, got %v", ac)
+			}
+			if tc.wantOrigin != "" && ac.Get("Access-Control-Allow-Origin") != tc.wantOrigin {
+				t.Fatalf("want Access-Control-Allow-Origin %s, got %v", tc.wantOrigin, ac)
+			}
+		})
+	}
+
+	actual := []struct {
+		name, verb, path, body, origin string
+		wantCode                       int
+		wantOrigin                     string
+	}{
+		{"compiled rule, route off", http.MethodPost, "/v1/greeter:sayHello", `{"name":"Ada"}`, evil, 200, ""},
+		{"runtime rule, allowed origin", http.MethodGet, "/v1/shelves/s1/books/b1", "", app, 200, app},
+		{"runtime rule, disallowed origin", http.MethodGet, "/v1/shelves/s1/books/b1", "", evil, 200, ""},
+	}
+	for _, tc := range actual {
+		t.Run("request/"+tc.name, func(t *testing.T) {
+			code, body, h := httpDo(t, tc.verb, base+tc.path, tc.body, "Origin", tc.origin, "Content-Type", "application/json")
+			if code != tc.wantCode {
+				t.Fatalf("%d %s", code, body)
+			}
+			if got := h.Get("Access-Control-Allow-Origin"); got != tc.wantOrigin {
+				t.Fatalf("Access-Control-Allow-Origin %q, want %q (%v)", got, tc.wantOrigin, accessControl(h))
+			}
+		})
+	}
+	t.Run("gRPC-Web, route off", func(t *testing.T) {
+		res := grpcWebCall(t, httpClient(t, false), addr, "/examples.greeter.v1.GreeterService/SayHello",
+			&greeterv1.SayHelloRequest{Name: "Ada"}, false, "Origin", evil)
+		if res.code() != codes.OK || len(accessControl(res.header)) != 0 {
+			t.Fatalf("%v %v", res.trailer, accessControl(res.header))
+		}
+	})
+
+	t.Run("websocket origin on a REST stream path", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		tr := &http.Transport{}
+		defer tr.CloseIdleConnections()
+		_, resp, err := websocket.Dial(ctx, "ws://"+addr+"/v1/shelves/s1/books:watch", &websocket.DialOptions{
+			HTTPClient: &http.Client{Transport: tr}, HTTPHeader: http.Header{"Origin": {evil}}})
+		if err == nil || resp == nil || resp.StatusCode != http.StatusForbidden {
+			t.Fatalf("origin %s: want 403, got %v %v", evil, resp, err)
+		}
+		res := wsRun(t, addr, "/v1/shelves/s1/books:watch", http.Header{"Origin": {app}}, `{}`)
+		if res.close.Code != websocket.StatusNormalClosure || len(res.messages) != 3 || !strings.Contains(res.messages[0], `"name":"shelves/s1/books/0"`) {
+			t.Fatalf("origin %s: %v, %d messages %v", app, res.close, len(res.messages), res.messages)
+		}
+	})
+}
+
+// TestWebSocketPathParams: the variables of the REST path a WebSocket
+// opens on are set in the first request message, as grpc-gateway sets path
+// fields (a message that sets one itself is refused, as a REST body is);
+// an empty first message to a method that takes one request sends the
+// request built from the path.
+func TestWebSocketPathParams(t *testing.T) {
+	shelfAddr, _ := startShelfBackend(t, "127.0.0.1:0", false) // compiled in: examples.shelf.v1
+	g := startGateway(t, fmt.Sprintf(`
+listeners: [{ name: edge, address: "127.0.0.1:0" }]
+backends: [{ name: shelf, endpoints: [%q] }]
+routes: [{ name: shelf, match: { service: "examples.shelf.v1.ShelfService" }, backend: shelf }]
+`, shelfAddr))
+	addr := g.Addr("edge").String()
+	for _, tc := range []struct {
+		name, first string
+	}{
+		{"from the path", `{}`},
+		{"empty first message", ``},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			res := wsRun(t, addr, "/v1/shelves/s1/books:watch", nil, tc.first)
+			if res.close.Code != websocket.StatusNormalClosure || len(res.messages) != 3 {
+				t.Fatalf("close %v, messages %v", res.close, res.messages)
+			}
+			for i, m := range res.messages {
+				if want := fmt.Sprintf(`"name":"shelves/s1/books/%d"`, i); !strings.Contains(m, want) {
+					t.Errorf("message %d %s, want %s", i, m, want)
+				}
+			}
+		})
+	}
+	// A field set by both the path and the message is refused, as in a
+	// REST body.
+	res := wsRun(t, addr, "/v1/shelves/s1/books:watch", nil, `{"parent":"shelves/other"}`)
+	if res.close.Code != websocket.StatusCode(4000+int(codes.InvalidArgument)) || len(res.messages) != 1 ||
+		!strings.Contains(res.status(t).GetMessage(), `"parent"`) {
+		t.Fatalf("path and message: close %v, messages %v", res.close, res.messages)
+	}
+	// The automatic /pkg.Service/Method path has no variables: the
+	// message is the whole request.
+	res = wsRun(t, addr, "/examples.shelf.v1.ShelfService/WatchBooks", nil, `{"parent":"shelves/m"}`)
+	if res.close.Code != websocket.StatusNormalClosure || len(res.messages) != 3 || !strings.Contains(res.messages[2], `"name":"shelves/m/books/2"`) {
+		t.Fatalf("close %v, messages %v", res.close, res.messages)
+	}
+}
+
+// TestGRPCWebMediaTypeCase: media types are case-insensitive (RFC 9110
+// §8.3.1), so gRPC-Web in any case is gRPC-Web, not REST; a codec other
+// than proto (+json, the Connect-style JSON form) is 415.
+func TestGRPCWebMediaTypeCase(t *testing.T) {
+	_, addr := startBrowserGateway(t)
+	c := httpClient(t, false)
+	const method = "/examples.greeter.v1.GreeterService/SayHello"
+	for _, tc := range []struct {
+		ct   string
+		text bool
+	}{
+		{"Application/gRPC-Web+proto", false},
+		{"APPLICATION/GRPC-WEB", false},
+		{"application/grpc-web+PROTO; charset=utf-8", false},
+		{"Application/gRPC-Web-Text", true},
+		{"application/GRPC-WEB-TEXT+proto", true},
+	} {
+		t.Run(tc.ct, func(t *testing.T) {
+			res := grpcWebCall(t, c, addr, method, &greeterv1.SayHelloRequest{Name: "Ada"}, tc.text, "Content-Type", tc.ct)
+			if res.httpStatus != 200 || res.code() != codes.OK || len(res.messages) != 1 {
+				t.Fatalf("%d %v %d messages", res.httpStatus, res.trailer, len(res.messages))
+			}
+		})
+	}
+	for _, ct := range []string{"application/grpc-web+json", "Application/gRPC-Web-Text+JSON"} {
+		t.Run(ct, func(t *testing.T) {
+			code, body, _ := httpDo(t, http.MethodPost, "http://"+addr+method, `{"name":"Ada"}`, "Content-Type", ct)
+			if code != http.StatusUnsupportedMediaType {
+				t.Fatalf("%d %s, want 415", code, body)
+			}
+		})
+	}
+}
+
+// TestWebSocketStatusDetails: a WebSocket call that fails ends with a last
+// message {"error": google.rpc.Status}, details included (a close frame's
+// reason has room for 123 bytes of message only), then the close frame
+// 4000 + code; a successful one sends no such message.
+func TestWebSocketStatusDetails(t *testing.T) {
+	_, addr := startBrowserGateway(t)
+	const path = "/examples.greeter.v1.GreeterService/StreamHellos"
+
+	res := wsRun(t, addr, path, nil, `{"name":"fail","count":4}`)
+	if res.close.Code != websocket.StatusCode(4000+int(codes.Aborted)) || len(res.messages) != 3 {
+		t.Fatalf("close %v, messages %v", res.close, res.messages)
+	}
+	for _, m := range res.messages[:2] {
+		if !strings.Contains(m, `"message":"partial"`) {
+			t.Fatalf("message %s", m)
+		}
+	}
+	st := res.status(t)
+	if codes.Code(st.GetCode()) != codes.Aborted || st.GetMessage() != "greeter broke: ünïcode 100%" || len(st.GetDetails()) != 1 {
+		t.Fatalf("status %v", st)
+	}
+	var info errdetails.ErrorInfo
+	if err := st.GetDetails()[0].UnmarshalTo(&info); err != nil || info.GetReason() != "BROKEN" {
+		t.Fatalf("detail %v: %v", st.GetDetails()[0], err)
+	}
+	if res.close.Reason != st.GetMessage() {
+		t.Errorf("close reason %q, want the status message", res.close.Reason)
+	}
+
+	// Before any message: the status message alone.
+	res = wsRun(t, addr, path, nil, `{"name":"missing","count":3}`)
+	if res.close.Code != websocket.StatusCode(4000+int(codes.NotFound)) || len(res.messages) != 1 || codes.Code(res.status(t).GetCode()) != codes.NotFound {
+		t.Fatalf("close %v, messages %v", res.close, res.messages)
+	}
+	// A long message: cut in the close frame, whole in the status message.
+	long := strings.Repeat("é", 100)
+	res = wsRun(t, addr, "/grpc.testing.TestService/FullDuplexCall", nil, fmt.Sprintf(`{"responseStatus":{"code":9,"message":%q}}`, long))
+	if res.close.Code != websocket.StatusCode(4000+int(codes.FailedPrecondition)) || res.status(t).GetMessage() != long ||
+		len(res.close.Reason) > 123 || !strings.HasPrefix(long, res.close.Reason) || res.close.Reason == "" {
+		t.Fatalf("close %v, messages %v", res.close, res.messages)
+	}
+	// Success: messages only.
+	res = wsRun(t, addr, path, nil, `{"name":"Ada","count":2}`)
+	if res.close.Code != websocket.StatusNormalClosure || len(res.messages) != 2 {
+		t.Fatalf("close %v, messages %v", res.close, res.messages)
+	}
+}
+
+// mdGreeter answers SayHello, and StreamHellos with one message, with the
+// metadata it received (mdSeenKeys) as a JSON object in the message, so
+// that tests see what the gateway passed to the backend.
+type mdGreeter struct {
+	greeterv1.UnimplementedGreeterServiceServer
+}
+
+// mdSeenKeys are the metadata keys mdGreeter reports.
+var mdSeenKeys = []string{
+	"x-gatehouse-subject", "x-gatehouse-credential", "x-gatehouse-claims-plan", "x-gatehouse-spoof",
+	"grpc-metadata-x-gatehouse-subject", "x-api-key", "authorization",
+	"traceparent", "tracestate", "baggage",
+}
+
+func seenMetadata(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	seen := map[string]string{}
+	for _, k := range mdSeenKeys {
+		if v := md.Get(k); len(v) > 0 {
+			seen[k] = strings.Join(v, "|")
+		}
+	}
+	b, _ := json.Marshal(seen)
+	return string(b)
+}
+
+func (mdGreeter) SayHello(ctx context.Context, _ *greeterv1.SayHelloRequest) (*greeterv1.SayHelloResponse, error) {
+	return &greeterv1.SayHelloResponse{Message: seenMetadata(ctx)}, nil
+}
+
+func (mdGreeter) StreamHellos(_ *greeterv1.StreamHellosRequest, s grpc.ServerStreamingServer[greeterv1.StreamHellosResponse]) error {
+	return s.Send(&greeterv1.StreamHellosResponse{Message: seenMetadata(s.Context()), Index: 1})
+}
+
+// browserOutcome is one browser call's result, whatever its transport.
+type browserOutcome struct {
+	code    codes.Code
+	seen    map[string]string // the backend's metadata, on success
+	headers http.Header       // gRPC-Web: response headers and trailers
+}
+
+// TestBrowserTransportsEnterTheChain: gRPC-Web (binary and text) and
+// WebSocket calls pass the same checks as gRPC and REST calls (issue 5's
+// one policy path): authentication, identity passed to the backend with
+// spoofed identity headers removed, rate limits with their headers, an
+// audit record per call, and the W3C trace context of the caller carried
+// to the backend in the same trace. A WebSocket, which a browser cannot
+// give headers, may carry a JWT in the query string.
+func TestBrowserTransportsEnterTheChain(t *testing.T) {
+	col := startCollector(t, false)
+	backend := startBackend(t, func(s *grpc.Server) { greeterv1.RegisterGreeterServiceServer(s, mdGreeter{}) })
+	dir := t.TempDir()
+	auditFile := filepath.Join(dir, "audit.jsonl")
+	ek, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key := jwtKey{kid: "browser-1", priv: ek}
+	jwksFile := filepath.Join(dir, "jwks.json")
+	if err := os.WriteFile(jwksFile, jwksDoc(t, key), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const apiKey = "k-browser-1"
+	sum := sha256.Sum256([]byte(apiKey))
+	g := startGateway(t, fmt.Sprintf(`
+listeners: [{ name: edge, address: "127.0.0.1:0" }]
+backends: [{ name: b, endpoints: [%q] }]
+authentication:
+  api_keys:
+    - { name: partners, header: x-api-key, keys: [{ id: acme, sha256: %q, labels: { plan: gold } }] }
+  jwt:
+    - name: qs
+      issuer: "https://id.browser.test/"
+      audiences: ["gatehouse"]
+      jwks_file: %q
+      from: { query: access_token }
+routes:
+  - name: greeter
+    match: { service: "examples.greeter.v1.GreeterService" }
+    backend: b
+    auth: { require: [partners, qs], forward_claims: [plan] }
+quota:
+  policies:
+    - { name: per-tenant, key: 'metadata["x-tenant"]', rate: { requests: 2, per: "1h", burst: 2 }, routes: [greeter] }
+audit: { file: %q, fsync: PER_RECORD }
+telemetry:
+  tracing: { otlp: { endpoint: %q }, sampling_ratio: 1 }
+`, backend, hex.EncodeToString(sum[:]), jwksFile, auditFile, col.addr))
+	addr := g.Addr("edge").String()
+	hc := httpClient(t, false)
+
+	grpcWeb := func(text bool) func(t *testing.T, query string, header ...string) browserOutcome {
+		return func(t *testing.T, _ string, header ...string) browserOutcome {
+			res := grpcWebCall(t, hc, addr, "/examples.greeter.v1.GreeterService/SayHello", &greeterv1.SayHelloRequest{Name: "Ada"}, text, header...)
+			out := browserOutcome{code: res.code(), headers: res.header.Clone()}
+			for k, v := range res.trailer {
+				out.headers.Set(k, v)
+			}
+			if out.code == codes.OK {
+				var m greeterv1.SayHelloResponse
+				if len(res.messages) != 1 || proto.Unmarshal(res.messages[0], &m) != nil || json.Unmarshal([]byte(m.GetMessage()), &out.seen) != nil {
+					t.Fatalf("answer %v", res.messages)
+				}
+			}
+			return out
+		}
+	}
+	socket := func(t *testing.T, query string, header ...string) browserOutcome {
+		h := http.Header{}
+		for i := 0; i+1 < len(header); i += 2 {
+			h.Set(header[i], header[i+1])
+		}
+		res := wsRun(t, addr, "/examples.greeter.v1.GreeterService/StreamHellos"+query, h, `{"name":"Ada","count":1}`)
+		out := browserOutcome{code: codes.OK}
+		if res.close.Code != websocket.StatusNormalClosure {
+			out.code = codes.Code(res.close.Code - 4000)
+			if st := res.status(t); codes.Code(st.GetCode()) != out.code {
+				t.Fatalf("status message %v, close %v", st, res.close)
+			}
+			return out
+		}
+		var m greeterv1.StreamHellosResponse
+		if len(res.messages) != 1 || protojson.Unmarshal([]byte(res.messages[0]), &m) != nil || json.Unmarshal([]byte(m.GetMessage()), &out.seen) != nil {
+			t.Fatalf("answer %v", res.messages)
+		}
+		return out
+	}
+	transports := []struct {
+		name string
+		call func(t *testing.T, query string, header ...string) browserOutcome
+	}{
+		{"grpc-web", grpcWeb(false)},
+		{"grpc-web-text", grpcWeb(true)},
+		{"websocket", socket},
+	}
+
+	type auditWant struct {
+		allowed bool
+		by      string
+		code    string
+	}
+	wantAudit := map[string]auditWant{} // by request ID
+	for _, tr := range transports {
+		t.Run(tr.name, func(t *testing.T) {
+			rid := func(s string) string { return tr.name + "-" + s }
+			tenant := func(s string) string { return tr.name + "-" + s }
+
+			// No credentials.
+			out := tr.call(t, "", "X-Tenant", tenant("anon"), "X-Request-Id", rid("anon"))
+			if out.code != codes.Unauthenticated {
+				t.Errorf("no API key: %v, want UNAUTHENTICATED", out.code)
+			}
+			wantAudit[rid("anon")] = auditWant{false, "authentication", "Unauthenticated"}
+
+			// A valid key, and an identity the client made up.
+			out = tr.call(t, "", "X-Api-Key", apiKey, "X-Tenant", tenant("key"), "X-Request-Id", rid("key"),
+				"X-Gatehouse-Subject", "root", "X-Gatehouse-Spoof", "1", "X-Gatehouse-Claims-Plan", "platinum",
+				"Grpc-Metadata-X-Gatehouse-Subject", "root")
+			want := map[string]string{"x-gatehouse-subject": "acme", "x-gatehouse-credential": "apikey:partners", "x-gatehouse-claims-plan": "gold"}
+			if out.code != codes.OK {
+				t.Fatalf("valid API key: %v", out.code)
+			}
+			for k, v := range want {
+				if out.seen[k] != v {
+					t.Errorf("backend saw %s = %q, want %q (all: %v)", k, out.seen[k], v, out.seen)
+				}
+			}
+			for _, k := range []string{"x-gatehouse-spoof", "grpc-metadata-x-gatehouse-subject", "x-api-key"} {
+				if v, ok := out.seen[k]; ok {
+					t.Errorf("backend saw %s = %q", k, v)
+				}
+			}
+			wantAudit[rid("key")] = auditWant{true, "", "OK"}
+
+			// A rate limit of two calls: the third is refused.
+			for i := 1; i <= 3; i++ {
+				id := rid(fmt.Sprintf("rl-%d", i))
+				out = tr.call(t, "", "X-Api-Key", apiKey, "X-Tenant", tenant("rl"), "X-Request-Id", id)
+				wantCode := codes.OK
+				if i == 3 {
+					wantCode = codes.ResourceExhausted
+				}
+				if out.code != wantCode {
+					t.Fatalf("call %d under a limit of 2: %v, want %v", i, out.code, wantCode)
+				}
+				if out.headers != nil { // gRPC-Web: the RateLimit headers
+					if got := out.headers.Get("Ratelimit-Policy"); got != `"per-tenant";q=2;w=3600` {
+						t.Errorf("call %d: RateLimit-Policy %q (headers %v)", i, got, out.headers)
+					}
+					if got, want := out.headers.Get("Ratelimit"), fmt.Sprintf(`"per-tenant";r=%d;`, max(0, 2-i)); !strings.HasPrefix(got, want) {
+						t.Errorf("call %d: RateLimit %q, want %s...", i, got, want)
+					}
+				}
+				if i < 3 {
+					wantAudit[id] = auditWant{true, "", "OK"}
+				} else {
+					wantAudit[id] = auditWant{false, "quota:per-tenant", "ResourceExhausted"}
+				}
+			}
+
+			// The caller's trace context reaches the backend, in the same
+			// trace, under the gateway's spans.
+			traceID := fmt.Sprintf("%032x", sha256.Sum256([]byte(tr.name)))[:32]
+			const clientSpan = "00f067aa0ba902b7"
+			out = tr.call(t, "", "X-Api-Key", apiKey, "X-Tenant", tenant("trace"), "X-Request-Id", rid("trace"),
+				"Traceparent", "00-"+traceID+"-"+clientSpan+"-01", "Tracestate", "vendor=browser", "Baggage", "tenant=acme")
+			if out.code != codes.OK {
+				t.Fatalf("traced call: %v", out.code)
+			}
+			tp := out.seen["traceparent"]
+			if len(tp) != 55 || tp[3:35] != traceID || tp[36:52] == clientSpan {
+				t.Errorf("backend got traceparent %q, want trace %s with the gateway's span as parent", tp, traceID)
+			}
+			if out.seen["tracestate"] != "vendor=browser" || out.seen["baggage"] != "tenant=acme" {
+				t.Errorf("backend got tracestate %q, baggage %q", out.seen["tracestate"], out.seen["baggage"])
+			}
+			spans := col.trace(t, traceID, 2)
+			if srv := spanByKind(t, spans, tracepb.Span_SPAN_KIND_SERVER); len(srv) != 1 || hex.EncodeToString(srv[0].GetParentSpanId()) != clientSpan {
+				t.Errorf("server span %v, want one whose parent is the client's span", srv)
+			}
+			wantAudit[rid("trace")] = auditWant{true, "", "OK"}
+		})
+	}
+
+	t.Run("websocket token in the query", func(t *testing.T) {
+		now := time.Now()
+		tok := key.sign(t, "ES256", map[string]any{
+			"iss": "https://id.browser.test/", "aud": "gatehouse", "sub": "ws-user", "plan": "silver",
+			"iat": now.Unix(), "exp": now.Add(time.Hour).Unix(),
+		}, nil)
+		out := socket(t, "?access_token="+tok, "X-Tenant", "ws-query", "X-Request-Id", "ws-query")
+		if out.code != codes.OK || out.seen["x-gatehouse-subject"] != "ws-user" || out.seen["x-gatehouse-credential"] != "jwt:qs" ||
+			out.seen["x-gatehouse-claims-plan"] != "silver" {
+			t.Fatalf("JWT in the query: %v %v", out.code, out.seen)
+		}
+		out = socket(t, "?access_token=not-a-token", "X-Tenant", "ws-query", "X-Request-Id", "ws-bad-query")
+		if out.code != codes.Unauthenticated {
+			t.Fatalf("bad JWT in the query: %v", out.code)
+		}
+		wantAudit["ws-query"] = auditWant{true, "", "OK"}
+		wantAudit["ws-bad-query"] = auditWant{false, "authentication", "Unauthenticated"}
+	})
+
+	// One audit record per call, with its decision and outcome.
+	records := map[string]map[string]any{}
+	deadline := time.Now().Add(10 * time.Second)
+	for len(records) < len(wantAudit) && time.Now().Before(deadline) {
+		records = map[string]map[string]any{}
+		b, _ := os.ReadFile(auditFile)
+		for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+			var r map[string]any
+			if json.Unmarshal([]byte(line), &r) == nil {
+				if id, _ := r["request_id"].(string); id != "" {
+					records[id] = r
+				}
+			}
+		}
+		if len(records) < len(wantAudit) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	for id, w := range wantAudit {
+		r, ok := records[id]
+		if !ok {
+			t.Errorf("no audit record for call %s", id)
+			continue
+		}
+		d, _ := r["decision"].(map[string]any)
+		o, _ := r["outcome"].(map[string]any)
+		by, _ := d["by"].(string)
+		if d["allowed"] != w.allowed || by != w.by || o["code"] != w.code {
+			t.Errorf("audit record of %s: decision %v outcome %v, want %+v", id, d, o, w)
+		}
 	}
 }
