@@ -287,11 +287,15 @@ func (g *Gateway) ShutdownGrace() time.Duration { return config.ShutdownGrace(g.
 // does not serve go to the director. lc is the client listener (nil for the
 // admin listener); extra server options come last.
 func (g *Gateway) newGRPCServer(l config.Limits, proxy bool, lc *configv1.Listener, extra ...grpc.ServerOption) *grpc.Server {
+	var shed *shedder // shed.go: client listeners' call cap, early in the chain
+	if proxy {
+		shed = newShedder(l.MaxConcurrentCalls)
+	}
 	opts := grpcServerOptions(l)
 	opts = append(opts,
 		grpc.ForceServerCodecV2(g.codec),
-		grpc.ChainStreamInterceptor(g.streamChain(lc)...),
-		grpc.ChainUnaryInterceptor(g.unaryChain(lc)...),
+		grpc.ChainStreamInterceptor(g.streamChain(lc, shed)...),
+		grpc.ChainUnaryInterceptor(g.unaryChain(lc, shed)...),
 	)
 	opts = append(opts, extra...)
 	if proxy {
@@ -301,7 +305,6 @@ func (g *Gateway) newGRPCServer(l config.Limits, proxy bool, lc *configv1.Listen
 		)
 		g.directors = append(g.directors, d)
 		opts = append(opts, grpc.UnknownServiceHandler(d.Handler))
-		opts = append(opts, shedOptions(l.MaxConcurrentCalls)...) // shed.go
 		opts = append(opts, g.obs.serverOptions()...)
 	}
 	s := grpc.NewServer(opts...)
@@ -431,25 +434,66 @@ type RESTRegistrar func(ctx context.Context, mux *runtime.ServeMux, conn *grpc.C
 // discardLogger is a logger that writes nothing.
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
 
-// healthStatus turns a pool's state into the health statuses: one entry per
-// backend ("gatehouse.backend.<name>") and the overall status "", SERVING
-// when every backend has a reachable endpoint.
+// updateHealth turns the pool's state into the health statuses: one entry
+// per backend ("gatehouse.backend.<name>"), SERVING while it has a healthy
+// endpoint, and the overall status "", which is the gateway's readiness.
+// The overall status is NOT_SERVING only when nothing could be served: every
+// backend that some route sends calls to (as its backend or a side of its
+// split; a mirror's answers are never served) has no healthy endpoint. One
+// dead backend, or one that no route uses, leaves it SERVING: taking every
+// replica of the gateway out of its load balancer for it would turn one
+// failing backend into a failure of every route (a cascading failure). The
+// per-backend entries and /readyz's body say which backends are down.
+// Draining turns everything NOT_SERVING for good (health.Server.Shutdown
+// ignores later updates).
 func (g *Gateway) updateHealth() {
-	all := true
+	used := routedBackends(g.Config())
+	anyUsed, anyUp := false, false
 	for _, b := range g.pool.Backends() {
+		up := b.State == connectivity.Ready
 		st := healthpb.HealthCheckResponse_NOT_SERVING
-		if b.State == connectivity.Ready {
+		if up {
 			st = healthpb.HealthCheckResponse_SERVING
-		} else {
-			all = false
 		}
-		g.health.SetServingStatus("gatehouse.backend."+b.Name, st)
+		g.health.SetServingStatus(backendHealthPrefix+b.Name, st)
+		if used[b.Name] {
+			anyUsed = true
+			anyUp = anyUp || up
+		}
 	}
-	overall := healthpb.HealthCheckResponse_NOT_SERVING
-	if all {
-		overall = healthpb.HealthCheckResponse_SERVING
+	g.health.SetServingStatus("", overallHealth(anyUsed, anyUp))
+}
+
+// backendHealthPrefix starts the grpc.health.v1 service name of each
+// backend's entry.
+const backendHealthPrefix = "gatehouse.backend."
+
+// overallHealth is the overall status: NOT_SERVING when routes use some
+// backends and none of them is up. A config whose routes use no backend
+// (only direct responses, or no routes) serves what it has.
+func overallHealth(anyUsed, anyUp bool) healthpb.HealthCheckResponse_ServingStatus {
+	if anyUsed && !anyUp {
+		return healthpb.HealthCheckResponse_NOT_SERVING
 	}
-	g.health.SetServingStatus("", overall)
+	return healthpb.HealthCheckResponse_SERVING
+}
+
+// routedBackends returns the names of the backends that cfg's routes send
+// calls to: each route's backend and the sides of its split that have a
+// weight. Mirrors are left out: their answers are discarded.
+func routedBackends(cfg *configv1.Config) map[string]bool {
+	used := make(map[string]bool)
+	for _, r := range cfg.GetRoutes() {
+		if b := r.GetBackend(); b != "" {
+			used[b] = true
+		}
+		for _, s := range r.GetSplit() {
+			if s.GetWeight() > 0 {
+				used[s.GetBackend()] = true
+			}
+		}
+	}
+	return used
 }
 
 // watchHealth refreshes the health statuses from the backend pool until ctx

@@ -28,6 +28,8 @@ func backendSpec(b *configv1.Backend) upstream.Spec {
 		Endpoints:  b.GetEndpoints(),
 		DNSRefresh: config.DNSRefresh(b),
 		Weights:    b.GetEndpointWeights(),
+		// 0 when absent: grpc-go's 20s.
+		ConnectTimeout: b.GetConnectTimeout().AsDuration(),
 	}
 	if b.GetDiscovery() == "DNS" {
 		s.Discovery = upstream.DNS

@@ -258,30 +258,16 @@ func bodyLimit(r *http.Request) int64 {
 }
 
 // registerHealthRoutes adds the probes Kubernetes and load balancers use:
-// GET /healthz (the process is up) and GET /readyz (grpc.health.v1 overall
-// status SERVING, else 503). Both ask the health service over the
-// in-process connection, so they pass through the interceptor chain.
+// GET /healthz (the process is up) and GET /readyz (200 while the overall
+// grpc.health.v1 status is SERVING, else 503, with a JSON body naming the
+// backends that have no healthy endpoint; see readyProbe in health.go).
+// Both ask the health service over the in-process connection, so they pass
+// through the interceptor chain.
 func registerHealthRoutes(mux *runtime.ServeMux, hc healthpb.HealthClient) error {
-	probe := func(ready bool) runtime.HandlerFunc {
-		return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
-			resp, err := hc.Check(r.Context(), &healthpb.HealthCheckRequest{})
-			w.Header().Set("Content-Type", "text/plain; charset=utf-8")
-			switch {
-			case err != nil:
-				w.WriteHeader(http.StatusServiceUnavailable)
-				fmt.Fprintf(w, "%v\n", status.Convert(err).Message())
-			case ready && resp.GetStatus() != healthpb.HealthCheckResponse_SERVING:
-				w.WriteHeader(http.StatusServiceUnavailable)
-				fmt.Fprintf(w, "%s\n", resp.GetStatus())
-			default:
-				fmt.Fprintf(w, "ok\n")
-			}
-		}
-	}
-	if err := mux.HandlePath(http.MethodGet, "/healthz", probe(false)); err != nil {
+	if err := mux.HandlePath(http.MethodGet, "/healthz", liveProbe(hc)); err != nil {
 		return err
 	}
-	return mux.HandlePath(http.MethodGet, "/readyz", probe(true))
+	return mux.HandlePath(http.MethodGet, "/readyz", readyProbe(hc))
 }
 
 // registerOpenAPI serves the OpenAPI 3.1 document of the runtime schemas'

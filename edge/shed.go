@@ -10,39 +10,63 @@ import (
 	"google.golang.org/grpc"
 )
 
-// shedOptions cap a listener's calls in flight at max (0: no cap). A call
-// over the cap is refused at once with RESOURCE_EXHAUSTED (503 for REST,
-// whose calls reach the same grpc.Server), never queued.
-func shedOptions(max int) []grpc.ServerOption {
+// shedder caps a listener's calls in flight. A call over the cap is
+// refused at once with RESOURCE_EXHAUSTED (503 for REST, whose calls reach
+// the same grpc.Server), never queued. Its interceptors sit right inside
+// calls and recovery (chain.go), so that a shed call costs no credential
+// check, quota lookup, audit record or decode. A nil shedder caps nothing.
+type shedder struct {
+	max int64
+	n   atomic.Int64
+}
+
+// newShedder returns the shedder of a listener capped at max calls in
+// flight, or nil for no cap (max <= 0).
+func newShedder(max int) *shedder {
 	if max <= 0 {
 		return nil
 	}
-	var n atomic.Int64
-	admit := func() (func(), error) {
-		if n.Add(1) > int64(max) {
-			n.Add(-1)
-			return nil, routing.OverloadedError(fmt.Sprintf("gatehouse: %d calls in flight on this listener, its max_concurrent_calls", max))
+	return &shedder{max: int64(max)}
+}
+
+// admit counts a call in, or refuses it when the listener is full; release
+// must be called when an admitted call ends.
+func (s *shedder) admit() (release func(), err error) {
+	if s.n.Add(1) > s.max {
+		s.n.Add(-1)
+		return nil, routing.OverloadedError(fmt.Sprintf("gatehouse: %d calls in flight on this listener, its max_concurrent_calls", s.max))
+	}
+	return func() { s.n.Add(-1) }, nil
+}
+
+// stream returns the stream interceptor, none for a nil shedder.
+func (s *shedder) stream() []grpc.StreamServerInterceptor {
+	if s == nil {
+		return nil
+	}
+	return []grpc.StreamServerInterceptor{func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
+		release, err := s.admit()
+		if err != nil {
+			return err
 		}
-		return func() { n.Add(-1) }, nil
+		defer release()
+		return handler(srv, ss)
+	}}
+}
+
+// unary returns the unary interceptor, none for a nil shedder.
+func (s *shedder) unary() []grpc.UnaryServerInterceptor {
+	if s == nil {
+		return nil
 	}
-	return []grpc.ServerOption{
-		grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, handler grpc.StreamHandler) error {
-			release, err := admit()
-			if err != nil {
-				return err
-			}
-			defer release()
-			return handler(srv, ss)
-		}),
-		grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
-			release, err := admit()
-			if err != nil {
-				return nil, err
-			}
-			defer release()
-			return handler(ctx, req)
-		}),
-	}
+	return []grpc.UnaryServerInterceptor{func(ctx context.Context, req any, info *grpc.UnaryServerInfo, handler grpc.UnaryHandler) (any, error) {
+		release, err := s.admit()
+		if err != nil {
+			return nil, err
+		}
+		defer release()
+		return handler(ctx, req)
+	}}
 }
 
 // WithDrainDelay sets how long Shutdown keeps accepting calls after

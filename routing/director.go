@@ -45,6 +45,7 @@ type Director struct {
 func NewDirector(r Resolver, opts ...Option) *Director {
 	o := options{
 		forwardedFor: true,
+		clock:        clock.Real{},
 	}
 	for _, opt := range opts {
 		opt.apply(&o)
@@ -54,7 +55,7 @@ func NewDirector(r Resolver, opts ...Option) *Director {
 	callOpts = append(callOpts, grpc.ForceCodecV2(NewCodec())) // last, so it wins
 	base, cancelBase := context.WithCancel(context.Background())
 	return &Director{
-		policies:   policies{clock: clock.Real{}},
+		policies:   policies{clock: o.clock},
 		base:       base,
 		cancelBase: cancelBase,
 		resolver:   r,

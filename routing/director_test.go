@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/durationpb"
 
+	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"github.com/gatehouse-dev/gatehouse/internal/callinfo"
 )
 
@@ -387,15 +389,17 @@ func TestResolverErrorUnchanged(t *testing.T) {
 }
 
 // blockingBackend holds every FullDuplexCall open until its context ends and
-// reports that end on done.
+// reports that end on done, and the deadline the call arrived with (the
+// zero time for none) on started.
 type blockingBackend struct {
 	testgrpc.UnimplementedTestServiceServer
-	started chan struct{}
+	started chan time.Time
 	done    chan error
 }
 
 func (b *blockingBackend) FullDuplexCall(stream testgrpc.TestService_FullDuplexCallServer) error {
-	b.started <- struct{}{}
+	dl, _ := stream.Context().Deadline()
+	b.started <- dl
 	<-stream.Context().Done()
 	b.done <- stream.Context().Err()
 	return stream.Context().Err()
@@ -412,7 +416,7 @@ func TestCancellationPropagates(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			backend := &blockingBackend{started: make(chan struct{}, 1), done: make(chan error, 1)}
+			backend := &blockingBackend{started: make(chan time.Time, 1), done: make(chan error, 1)}
 			client := proxiedClient(t, startBackend(t, backend))
 			ctx, cancel := context.WithCancel(testContext(t))
 			defer cancel()
@@ -424,10 +428,22 @@ func TestCancellationPropagates(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			var backendDeadline time.Time
 			select {
-			case <-backend.started:
+			case backendDeadline = <-backend.started:
 			case <-time.After(testTimeout):
 				t.Fatal("the call never reached the backend")
+			}
+			// The backend's deadline is the client's, carried as a
+			// relative grpc-timeout over two hops: never earlier than the
+			// client's by more than rounding, and later only by the time
+			// the call took to reach the backend.
+			// (The client-cancel case has testContext's deadline, 10s.)
+			clientDeadline, _ := ctx.Deadline()
+			if backendDeadline.IsZero() {
+				t.Error("the backend saw no deadline, want the client's")
+			} else if d := backendDeadline.Sub(clientDeadline); d < -time.Millisecond || d > 50*time.Millisecond {
+				t.Errorf("backend deadline %v after the client's, want within [-1ms, 50ms]", d)
 			}
 			if tt.timeout == 0 {
 				cancel()
@@ -622,5 +638,172 @@ func TestHeadersBeforeASlowFirstMessage(t *testing.T) {
 	}
 	if _, err := stream.Recv(); err != io.EOF {
 		t.Fatalf("Recv = %v, want EOF", err)
+	}
+}
+
+// hedgeBackend runs UnaryCall attempts as the test says: the n-th attempt
+// (from 1) calls behave(ctx, n). It reports each attempt's arrival and how
+// its context ended.
+type hedgeBackend struct {
+	testgrpc.UnimplementedTestServiceServer
+	behave  func(ctx context.Context, n int32) (string, error)
+	n       atomic.Int32
+	arrived chan int32
+	ended   chan error // ctx.Err() of each attempt once it returns
+}
+
+func (b *hedgeBackend) UnaryCall(ctx context.Context, _ *testpb.SimpleRequest) (*testpb.SimpleResponse, error) {
+	n := b.n.Add(1)
+	b.arrived <- n
+	body, err := b.behave(ctx, n)
+	b.ended <- ctx.Err()
+	if err != nil {
+		return nil, err
+	}
+	return &testpb.SimpleResponse{Payload: &testpb.Payload{Body: []byte(body)}}, nil
+}
+
+// TestHedgingManualClock drives the hedge delay with a manual clock: no
+// second attempt before the delay has passed on the clock, one once it has
+// (or at once when the first fails with a retryable code); the first
+// answer wins and the other attempt is cancelled.
+func TestHedgingManualClock(t *testing.T) {
+	const delay = 50 * time.Millisecond
+	release := make(chan struct{}) // lets attempt 1 of "first answers after the hedge" answer
+	hang := func(ctx context.Context) (string, error) { <-ctx.Done(); return "", ctx.Err() }
+	tests := []struct {
+		name   string
+		behave func(ctx context.Context, n int32) (string, error)
+		// drive moves the clock (and the backend) once attempt 1 is in.
+		drive     func(t *testing.T, c *manualClock, b *hedgeBackend)
+		want      string // the answer the client gets
+		attempts  int32
+		cancelled bool // the loser saw its context cancelled
+	}{
+		{
+			name: "first answers before the delay: no hedge",
+			behave: func(context.Context, int32) (string, error) {
+				return "1", nil
+			},
+			want: "1", attempts: 1,
+		},
+		{
+			name: "hedge after the delay: the second answers first",
+			behave: func(ctx context.Context, n int32) (string, error) {
+				if n == 1 {
+					return hang(ctx)
+				}
+				return "2", nil
+			},
+			drive: func(t *testing.T, c *manualClock, b *hedgeBackend) {
+				waitLive(t, c, 1)
+				c.advance(delay - time.Millisecond)
+				if c.live() != 1 {
+					t.Fatal("the hedge fired before its delay")
+				}
+				c.advance(time.Millisecond)
+			},
+			want: "2", attempts: 2, cancelled: true,
+		},
+		{
+			name: "hedge after the delay: the first answers first",
+			behave: func(ctx context.Context, n int32) (string, error) {
+				if n == 1 {
+					<-release
+					return "1", nil
+				}
+				return hang(ctx)
+			},
+			drive: func(t *testing.T, c *manualClock, b *hedgeBackend) {
+				waitLive(t, c, 1)
+				c.advance(delay)
+				select {
+				case <-b.arrived: // the hedge is in: let the first answer
+				case <-time.After(testTimeout):
+					t.Fatal("no hedge after the delay")
+				}
+				close(release)
+			},
+			want: "1", attempts: 2, cancelled: true,
+		},
+		{
+			name: "first fails retryable: the second at once",
+			behave: func(_ context.Context, n int32) (string, error) {
+				if n == 1 {
+					return "", status.Error(codes.Unavailable, "first fails")
+				}
+				return "2", nil
+			},
+			want: "2", attempts: 2,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := &hedgeBackend{behave: tt.behave, arrived: make(chan int32, 2), ended: make(chan error, 2)}
+			conn := dial(t, startBackend(t, b))
+			route := &configv1.Route{Retry: &configv1.Retry{Attempts: 2, HedgeDelay: durationpb.New(delay)}}
+			c := &manualClock{now: time.Unix(1e9, 0)}
+			d := NewDirector(ResolverFunc(func(context.Context, string, metadata.MD) (Target, error) {
+				return Target{Route: "hedged", Backend: "b", Conn: conn, Config: route}, nil
+			}), WithClock(c))
+			client := testgrpc.NewTestServiceClient(dial(t, startServer(t, newGatewayServer(d), nil)))
+
+			type result struct {
+				body string
+				err  error
+			}
+			res := make(chan result, 1)
+			go func() {
+				resp, err := client.UnaryCall(testContext(t), &testpb.SimpleRequest{})
+				res <- result{string(resp.GetPayload().GetBody()), err}
+			}()
+			select {
+			case <-b.arrived:
+			case <-time.After(testTimeout):
+				t.Fatal("the first attempt never arrived")
+			}
+			if tt.drive != nil {
+				tt.drive(t, c, b)
+			}
+			r := <-res
+			if r.err != nil || r.body != tt.want {
+				t.Fatalf("hedged call = %q, %v; want %q", r.body, r.err, tt.want)
+			}
+			// Every attempt has ended (the loser cancelled) when the
+			// handler returns: wait for the backend to report them all.
+			cancelled := false
+			for range b.n.Load() {
+				select {
+				case err := <-b.ended:
+					cancelled = cancelled || errors.Is(err, context.Canceled)
+				case <-time.After(testTimeout):
+					t.Fatal("an attempt never ended: the loser was not cancelled")
+				}
+			}
+			if n := b.n.Load(); n != tt.attempts {
+				t.Errorf("backend got %d attempts, want %d", n, tt.attempts)
+			}
+			if cancelled != tt.cancelled {
+				t.Errorf("loser cancelled = %v, want %v", cancelled, tt.cancelled)
+			}
+			if n := c.live(); n != 0 {
+				t.Errorf("%d hedge timers left running after the call", n)
+			}
+			c.advance(time.Hour) // a stopped timer starts nothing
+			if n := b.n.Load(); n != tt.attempts {
+				t.Errorf("backend got %d attempts after the call, want %d", n, tt.attempts)
+			}
+		})
+	}
+}
+
+// waitLive waits until c has n live timers: the director arms its hedge
+// timer after the first attempt has started.
+func waitLive(t *testing.T, c *manualClock, n int) {
+	t.Helper()
+	for deadline := time.Now().Add(testTimeout); c.live() != n; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d live timers, want %d", c.live(), n)
+		}
 	}
 }

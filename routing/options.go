@@ -23,6 +23,8 @@ type options struct {
 	callOptions []grpc.CallOption
 	// forwardedFor sets x-forwarded-for to the call's hops (callinfo.Source).
 	forwardedFor bool
+	// clock times hedging and idle timeouts.
+	clock Clock
 }
 
 type funcOption func(*options)
@@ -76,4 +78,16 @@ func WithCallOptions(opts ...grpc.CallOption) Option {
 // the gateway's HTTP side appended. Off, x-forwarded-for passes unchanged.
 func WithForwardedFor(enabled bool) Option {
 	return funcOption(func(o *options) { o.forwardedFor = enabled })
+}
+
+// WithClock sets the clock of the director's hedge delays and route idle
+// timeouts (default: the real one), so that tests move time by hand.
+// Deadlines are context deadlines and follow the real clock whatever the
+// option says.
+func WithClock(c Clock) Option {
+	return funcOption(func(o *options) {
+		if c != nil {
+			o.clock = c
+		}
+	})
 }

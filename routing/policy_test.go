@@ -147,3 +147,16 @@ func TestRouteConcurrencyCap(t *testing.T) {
 	}
 	c2.end(nil)
 }
+
+// live is the number of timers that have neither fired nor been stopped.
+func (c *manualClock) live() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	n := 0
+	for _, t := range c.timers {
+		if !t.dead {
+			n++
+		}
+	}
+	return n
+}

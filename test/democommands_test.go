@@ -35,7 +35,7 @@ func TestDemoCommandsWork(t *testing.T) {
 		`no route for GET /v1/nothing-here`,
 		`"greeter-canary"`,
 		`"reachable":true`,
-		"ok",
+		`"status":"SERVING"`,
 		`"name": "greeter-canary"`,
 	}
 	var cmds []string

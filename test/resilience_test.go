@@ -2,6 +2,7 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -12,7 +13,6 @@ import (
 	"time"
 
 	"github.com/gatehouse-dev/gatehouse/edge"
-	"github.com/gatehouse-dev/gatehouse/upstream"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -232,18 +232,19 @@ func TestRetryBudgetHalfFailing(t *testing.T) {
 }
 
 // TestDeadlineSlowBackend: the route's max (or default) deadline wins over
-// a longer (or absent) client deadline; the client sees DEADLINE_EXCEEDED
-// and the backend sees its call cancelled, with the deadline propagated.
+// a longer (or absent) client deadline, and a shorter client deadline wins
+// over both; the client sees DEADLINE_EXCEEDED, and the backend sees the
+// effective deadline (propagated as grpc-timeout) and its call ended by it.
 func TestDeadlineSlowBackend(t *testing.T) {
 	type seen struct {
-		budget time.Duration
-		err    error
+		deadline time.Time // zero: none
+		err      error
 	}
 	got := make(chan seen, 4)
 	fs := &faultServer{unary: func(ctx context.Context, _ int64) error {
 		dl, _ := ctx.Deadline()
 		<-ctx.Done()
-		got <- seen{time.Until(dl), ctx.Err()}
+		got <- seen{dl, ctx.Err()}
 		return ctx.Err()
 	}}
 	addr, _ := startFault(t, fs)
@@ -260,13 +261,13 @@ func TestDeadlineSlowBackend(t *testing.T) {
 		{"client shorter", 80 * time.Millisecond, 80 * time.Millisecond},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
+			began := time.Now()
 			ctx := context.Background()
 			if tt.client > 0 {
 				var cancel context.CancelFunc
 				ctx, cancel = context.WithTimeout(ctx, tt.client)
 				defer cancel()
 			}
-			began := time.Now()
 			err := unaryOK(ctx, tc)
 			took := time.Since(began)
 			if status.Code(err) != codes.DeadlineExceeded {
@@ -277,8 +278,23 @@ func TestDeadlineSlowBackend(t *testing.T) {
 			}
 			select {
 			case s := <-got:
-				if s.err == nil {
-					t.Error("the backend's call was not cancelled")
+				// The expected deadline is began+want; the backend's is
+				// later only by the time the call took to reach the
+				// gateway and the backend (relative grpc-timeouts).
+				expected := began.Add(tt.want)
+				switch {
+				case s.deadline.IsZero():
+					t.Errorf("the backend saw no deadline, want about %v", tt.want)
+				case s.deadline.After(expected.Add(50 * time.Millisecond)):
+					t.Errorf("the backend's deadline is %v after the expected one: the effective deadline did not propagate", s.deadline.Sub(expected))
+				case s.deadline.Before(expected.Add(-time.Millisecond)):
+					t.Errorf("the backend's deadline is %v before the expected one", expected.Sub(s.deadline))
+				}
+				// Its call ends by its own deadline or by the gateway's
+				// cancel (RST_STREAM) when that comes first: both are the
+				// deadline's doing, never a call left running.
+				if !errors.Is(s.err, context.DeadlineExceeded) && !errors.Is(s.err, context.Canceled) {
+					t.Errorf("the backend's call ended with %v, want its deadline or a cancel", s.err)
 				}
 			case <-time.After(5 * time.Second):
 				t.Fatal("the backend never saw its call end")
@@ -352,9 +368,9 @@ func TestBlackholeBreaker(t *testing.T) {
 		}
 	})
 	g := startGateway(t, resilienceConfig([]string{lis.Addr().String()},
-		`    circuit_breaker: { consecutive_failures: 3, open_for: "60s" }`,
-		`    timeout: { default: "200ms" }`),
-		edge.WithUpstreamOptions(upstream.WithConnectTimeout(100*time.Millisecond)))
+		`    connect_timeout: "100ms"
+    circuit_breaker: { consecutive_failures: 3, open_for: "60s" }`,
+		`    timeout: { default: "200ms" }`))
 	tc := testgrpc.NewTestServiceClient(dial(t, g.Addr("edge").String()))
 
 	var wg sync.WaitGroup

@@ -67,10 +67,14 @@ func newShield(name string, cfg *Breaker) *shield {
 				if cfg.ConsecutiveFailures > 0 && c.ConsecutiveFailures >= uint32(cfg.ConsecutiveFailures) {
 					return true
 				}
-				return cfg.FailureRatio > 0 && c.Requests >= uint32(max(1, cfg.MinRequests)) &&
-					float64(c.TotalFailures)/float64(c.Requests) >= cfg.FailureRatio
+				// The ratio is over calls with a result: calls still in
+				// flight and neutral ones (see breakerNeutral) do not count.
+				done := c.TotalSuccesses + c.TotalFailures
+				return cfg.FailureRatio > 0 && done >= uint32(max(1, cfg.MinRequests)) &&
+					float64(c.TotalFailures)/float64(done) >= cfg.FailureRatio
 			},
 			IsSuccessful: func(err error) bool { return !breakerFailure(err) },
+			IsExcluded:   breakerNeutral,
 		})
 	}
 	return s
@@ -86,8 +90,23 @@ func breakerFailure(err error) bool {
 	return false
 }
 
+// errNotCounted is the result of a call that ends without the backend
+// having answered it for reasons of the gateway's own, such as the
+// max_pending cap: the breaker releases its slot (a half-open probe slot
+// too) without counting a success or a failure.
+var errNotCounted = errors.New("upstream: call ended before the backend answered; not counted")
+
+// breakerNeutral reports whether a call's result is neither a success nor
+// a failure for the breaker: a call that never reached the backend
+// (errNotCounted) or that the client cancelled (CANCELLED), which says
+// nothing about the backend. Counted as successes, either could close a
+// half-open breaker without the backend having answered.
+func breakerNeutral(err error) bool {
+	return errors.Is(err, errNotCounted) || errors.Is(err, context.Canceled) || status.Code(err) == codes.Canceled
+}
+
 // admit lets a call in or fails it fast; done must be called with the
-// call's result.
+// call's result (errNotCounted when the backend was never asked).
 func (s *shield) admit() (done func(error), err error) {
 	if max := s.cfg.MaxConcurrent; max > 0 && s.inflight.Add(1) > int64(max) {
 		s.inflight.Add(-1)
@@ -298,7 +317,7 @@ func (g *guard) NewStream(ctx context.Context, desc *grpc.StreamDesc, method str
 		s.pending.Add(-1)
 		s.counters.rejected.Add(1)
 		err := status.Errorf(codes.Unavailable, "gatehouse: backend %q: %d calls waiting for a connection, the circuit_breaker.max_pending cap", s.name, max)
-		done(nil) // not the backend's fault
+		done(errNotCounted) // the backend was not asked: neither success nor failure
 		return nil, err
 	} else if max > 0 {
 		defer s.pending.Add(-1)

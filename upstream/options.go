@@ -66,9 +66,17 @@ func WithStatsHandler(h stats.Handler) Option {
 
 // WithConnectTimeout bounds how long connecting to one endpoint (TCP and
 // the HTTP/2 handshake) may take before it counts as failed (grpc-go's
-// MinConnectTimeout; its default is 20s).
+// MinConnectTimeout; its default is 20s), for every backend: it overrides
+// each Spec's ConnectTimeout, which is how configuration sets it per
+// backend.
 func WithConnectTimeout(d time.Duration) Option {
-	return WithDialOptions(grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: d}))
+	return WithDialOptions(connectParams(d))
+}
+
+// connectParams is grpc-go's default reconnect backoff with connect
+// timeout d.
+func connectParams(d time.Duration) grpc.DialOption {
+	return grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.DefaultConfig, MinConnectTimeout: d})
 }
 
 // WithClock sets the clock of health checks, ejections and DNS refresh

@@ -248,7 +248,7 @@ func samePolicy(a, b Spec) bool {
 	wa, wb := a.Weights, b.Weights
 	a.Weights, b.Weights = nil, nil
 	return a.Name == b.Name && a.Discovery == b.Discovery && a.DNSRefresh == b.DNSRefresh && a.Balancing == b.Balancing &&
-		maps.Equal(wa, wb) && eqPtr(ha, hb) && eqPtr(ba, bb) && eqPtr(oa, ob)
+		a.ConnectTimeout == b.ConnectTimeout && maps.Equal(wa, wb) && eqPtr(ha, hb) && eqPtr(ba, bb) && eqPtr(oa, ob)
 }
 
 func eqPtr[T comparable](a, b *T) bool {
@@ -371,6 +371,11 @@ func (b *backend) connLocked(rp *RetryPolicy) (*polConn, error) {
 		grpc.WithInitialWindowSize(backendStreamWindow),
 		grpc.WithInitialConnWindowSize(backendConnWindow),
 	}, b.pool.opts.dialOptions...)
+	if d := b.spec.ConnectTimeout; d > 0 {
+		// Before the pool's dial options, so that WithConnectTimeout
+		// (and any WithConnectParams given there) wins.
+		dopts = append([]grpc.DialOption{connectParams(d)}, dopts...)
+	}
 	cc, err := grpc.NewClient(pc.resolver.Scheme()+":///"+b.spec.Name, dopts...)
 	if err != nil {
 		return nil, fmt.Errorf("upstream: backend %q: %w", b.spec.Name, err)

@@ -69,6 +69,14 @@ type Spec struct {
 	Breaker *Breaker
 	// Outlier ejects endpoints that keep failing; nil leaves it off.
 	Outlier *Outlier
+	// ConnectTimeout bounds one connection attempt to an endpoint (TCP
+	// and the HTTP/2 handshake) before it counts as failed and is retried
+	// with backoff, as for a blackholed address; 0 keeps grpc-go's 20s.
+	// It is grpc-go's MinConnectTimeout: an attempt also gets at least the
+	// current reconnect backoff (1s at first, growing to 120s), so values
+	// under 1s act as 1s. [WithConnectTimeout] sets it for every backend
+	// and wins.
+	ConnectTimeout time.Duration
 }
 
 // HealthCheck is active health checking with grpc.health.v1 Check.
