@@ -252,3 +252,105 @@ func TestFailingSink(t *testing.T) {
 		t.Fatalf("%+v %v", sum, verr)
 	}
 }
+
+// tornFile is an audit file on a disk that fills up once: when room is
+// set, the next write that does not fit stores room bytes and then fails,
+// as write(2) does with ENOSPC, leaving part of a record (then the disk has
+// room again); Truncate fails while truncFails > 0.
+type tornFile struct {
+	*os.File
+	mu         sync.Mutex
+	room       int // bytes that still fit; < 0: no limit
+	truncFails int
+}
+
+func (f *tornFile) Write(p []byte) (int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.room < 0 || len(p) <= f.room {
+		return f.File.Write(p)
+	}
+	n, err := f.File.Write(p[:f.room])
+	if err == nil {
+		err = errors.New("no space left on device")
+	}
+	f.room = -1
+	return n, err
+}
+
+func (f *tornFile) Truncate(size int64) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.truncFails > 0 {
+		f.truncFails--
+		return errors.New("I/O error")
+	}
+	return f.File.Truncate(size)
+}
+
+func (f *tornFile) set(room, truncFails int) {
+	f.mu.Lock()
+	f.room, f.truncFails = room, truncFails
+	f.mu.Unlock()
+}
+
+// TestPartialWriteIsCutOff: a write that fails part way through a record
+// (a full disk) leaves nothing of it in the file; the records written
+// afterwards continue the chain, and the file verifies. When cutting the
+// partial record off fails too, the records that follow are lost (and
+// counted) until a cut succeeds, instead of being chained after it.
+func TestPartialWriteIsCutOff(t *testing.T) {
+	tests := []struct {
+		name       string
+		truncFails int
+		failing    int // records refused while the disk is full or the cut fails
+	}{
+		{"cut at once", 0, 1},
+		{"cut fails twice, then succeeds", 2, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "audit.jsonl")
+			osf, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := &tornFile{File: osf, room: -1}
+			var lost, written atomic.Int64
+			s := audit.New(f, audit.Options{OnLost: func() { lost.Add(1) }, OnWritten: func() { written.Add(1) }})
+			for i := range 3 {
+				if err := s.Write(rec(i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			f.set(40, tt.truncFails) // the next record stops after 40 bytes
+			for i := range tt.failing {
+				if err := s.Write(rec(10 + i)); err == nil {
+					t.Fatalf("record %d: Write succeeded on a full disk", i)
+				}
+			}
+			if s.Healthy() {
+				t.Error("Healthy after a failed write")
+			}
+			for i := range 2 {
+				if err := s.Write(rec(20 + i)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := s.Close(context.Background()); err == nil {
+				t.Error("Close reported no write error")
+			}
+			data, _ := os.ReadFile(path)
+			sum, verr := verify(t, data)
+			if verr != nil {
+				t.Fatalf("the file does not verify after a partial write: %v\n%s", verr, data)
+			}
+			if sum.Records != 5 || sum.LastSeq != 5 {
+				t.Errorf("%d records, last seq %d; want 5, 5", sum.Records, sum.LastSeq)
+			}
+			if lost.Load() != int64(tt.failing) || written.Load() != 5 {
+				t.Errorf("lost %d, written %d; want %d, 5", lost.Load(), written.Load(), tt.failing)
+			}
+		})
+	}
+}

@@ -47,7 +47,10 @@ type Options struct {
 
 // Sink appends records to an audit file, chaining them. Writes are grouped:
 // one goroutine writes every record queued, then fsyncs once (or every
-// Interval), then tells each writer. It is safe for concurrent use.
+// Interval), then tells each writer. A write that fails part way (a full
+// disk) is cut off the file, its records counted lost, so that the records
+// written afterwards continue a chain that verifies. It is safe for
+// concurrent use.
 type Sink struct {
 	f    File
 	opts Options
@@ -63,6 +66,20 @@ type Sink struct {
 	seq  uint64
 	prev string
 	err  error // the first error of the writer, for Close
+
+	// rewind, when not nil, can cut the file back to off, the end of the
+	// last record written whole; torn is true while a failed write may
+	// have left part of a record after off (the cut itself failed).
+	rewind rewinder
+	off    int64
+	torn   bool
+}
+
+// rewinder is a File that can be cut back after a failed write (*os.File
+// is one).
+type rewinder interface {
+	Truncate(size int64) error
+	Seek(offset int64, whence int) (int64, error)
 }
 
 type pending struct {
@@ -92,7 +109,7 @@ func Open(path string, opts Options) (*Sink, error) {
 		return nil, fmt.Errorf("audit: %w", err)
 	}
 	if !st.Mode().IsRegular() {
-		return newSink(stream{f}, opts, 0, genesis), nil
+		return newSink(stream{f}, opts, 0, genesis, nil, 0), nil
 	}
 	seq, prev, end, err := tail(f)
 	if err != nil {
@@ -107,20 +124,33 @@ func Open(path string, opts Options) (*Sink, error) {
 		_ = f.Close()
 		return nil, fmt.Errorf("audit: %w", err)
 	}
-	return newSink(f, opts, seq, prev), nil
+	return newSink(f, opts, seq, prev, f, end), nil
 }
 
 // stream is an audit file that is not a regular file (see Open): there is
-// nothing to fsync, and fsync fails on it.
+// nothing to fsync, and fsync fails on it. It cannot be cut back either: a
+// write that fails part way leaves part of a record in it, which Verify
+// then reports.
 type stream struct{ *os.File }
 
 // Sync does nothing.
 func (stream) Sync() error { return nil }
 
-// New returns a Sink that starts a new chain on f.
-func New(f File, opts Options) *Sink { return newSink(f, opts, 0, genesis) }
+// New returns a Sink that starts a new chain on f, at f's current offset.
+// When f can also Truncate and Seek (an *os.File can), a write that fails
+// part way is cut off, as for Open.
+func New(f File, opts Options) *Sink {
+	var rw rewinder
+	var off int64
+	if r, ok := f.(rewinder); ok {
+		if o, err := r.Seek(0, io.SeekCurrent); err == nil {
+			rw, off = r, o
+		}
+	}
+	return newSink(f, opts, 0, genesis, rw, off)
+}
 
-func newSink(f File, opts Options, seq uint64, prev string) *Sink {
+func newSink(f File, opts Options, seq uint64, prev string, rw rewinder, off int64) *Sink {
 	if opts.QueueSize <= 0 {
 		opts.QueueSize = 1024
 	}
@@ -132,6 +162,7 @@ func newSink(f File, opts Options, seq uint64, prev string) *Sink {
 		queue: make(chan *pending, opts.QueueSize),
 		done:  make(chan struct{}),
 		seq:   seq, prev: prev,
+		rewind: rw, off: off,
 	}
 	go s.run()
 	return s
@@ -340,8 +371,17 @@ func (s *Sink) run() {
 
 // writeBatch chains and writes the records of batch in one write. On error
 // the chain does not advance, so the next records follow the last one
-// written.
+// written, and the file is cut back to the end of that record: a write that
+// failed part way (a full disk) must not leave part of a line in the middle
+// of the file, which would make every later record fail to verify. When
+// the cut fails too, no record is written until a later batch's cut
+// succeeds: each is lost, and counted, rather than chained after garbage.
 func (s *Sink) writeBatch(batch []*pending, buf *bytes.Buffer) error {
+	if s.torn {
+		if err := s.cut(); err != nil {
+			return err
+		}
+	}
 	buf.Reset()
 	seq, prev := s.seq, s.prev
 	for _, p := range batch {
@@ -356,9 +396,29 @@ func (s *Sink) writeBatch(batch []*pending, buf *bytes.Buffer) error {
 		prev = h
 	}
 	if _, err := s.f.Write(buf.Bytes()); err != nil {
+		if s.rewind != nil {
+			s.torn = true
+			if cerr := s.cut(); cerr != nil {
+				return errors.Join(err, cerr)
+			}
+		}
 		return err
 	}
 	s.seq, s.prev = seq, prev
+	s.off += int64(buf.Len())
+	return nil
+}
+
+// cut truncates the file back to the end of the last record written whole
+// and moves the write offset there.
+func (s *Sink) cut() error {
+	if err := s.rewind.Truncate(s.off); err != nil {
+		return fmt.Errorf("audit: cutting off a partly written record: %w", err)
+	}
+	if _, err := s.rewind.Seek(s.off, io.SeekStart); err != nil {
+		return fmt.Errorf("audit: cutting off a partly written record: %w", err)
+	}
+	s.torn = false
 	return nil
 }
 

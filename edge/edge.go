@@ -123,6 +123,7 @@ func New(cfg *configv1.Config, opts ...Option) (*Gateway, error) {
 	g.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	g.initReload(cfg)
 	g.initSchemas(cfg)
+	obs.audit.useRequestTypes(g.requestType) // audit.go: captures of runtime-schema methods
 	return g, nil
 }
 

@@ -169,7 +169,8 @@ func attr(s *tracepb.Span, key string) string {
 // backend, with the right parents, for a gRPC and a REST client: the
 // gateway's server span is the child of the client's span, its upstream
 // attempt span is the child of the server span, and the backend receives
-// the attempt span as its parent, with the client's baggage.
+// the attempt span as its parent, with the client's tracestate and
+// baggage.
 func TestTraceAcrossGateway(t *testing.T) {
 	col := startCollector(t, false)
 	backend, addr := startGreeter(t)
@@ -179,6 +180,7 @@ func TestTraceAcrossGateway(t *testing.T) {
 	edgeAddr := g.Addr("edge").String()
 
 	const clientSpan = "00f067aa0ba902b7"
+	const clientState = "acme=t61rcWkgMzE,congo=lZWRzIHRoNhcm5hbCBwbGVhc3VyZS4"
 	check := func(t *testing.T, traceID string, wantHTTP float64) {
 		spans := col.trace(t, traceID, 2)
 		servers := spanByKind(t, spans, tracepb.Span_SPAN_KIND_SERVER)
@@ -210,6 +212,9 @@ func TestTraceAcrossGateway(t *testing.T) {
 		if got := md.Get("baggage"); len(got) != 1 || got[0] != "tenant=acme" {
 			t.Errorf("backend got baggage %v, want [tenant=acme]", got)
 		}
+		if got := md.Get("tracestate"); len(got) != 1 || got[0] != clientState {
+			t.Errorf("backend got tracestate %v, want [%s]", got, clientState)
+		}
 		var line map[string]any
 		for _, l := range access.lines(t) {
 			if l["trace_id"] == traceID {
@@ -228,7 +233,7 @@ func TestTraceAcrossGateway(t *testing.T) {
 		const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-"+clientSpan+"-01", "baggage", "tenant=acme")
+		ctx = metadata.AppendToOutgoingContext(ctx, "traceparent", "00-"+traceID+"-"+clientSpan+"-01", "tracestate", clientState, "baggage", "tenant=acme")
 		if _, err := greeterv1.NewGreeterServiceClient(dial(t, edgeAddr)).SayHello(ctx, &greeterv1.SayHelloRequest{Name: "Ada"}); err != nil {
 			t.Fatal(err)
 		}
@@ -237,7 +242,7 @@ func TestTraceAcrossGateway(t *testing.T) {
 	t.Run("rest", func(t *testing.T) {
 		const traceID = "5bf92f3577b34da6a3ce929d0e0e4737"
 		code, body, _ := httpDo(t, http.MethodPost, "http://"+edgeAddr+"/v1/greeter:sayHello", `{"name":"Ada"}`,
-			"traceparent", "00-"+traceID+"-"+clientSpan+"-01", "baggage", "tenant=acme")
+			"traceparent", "00-"+traceID+"-"+clientSpan+"-01", "tracestate", clientState, "baggage", "tenant=acme")
 		if code != http.StatusOK {
 			t.Fatalf("REST call: %d %s", code, body)
 		}

@@ -2,6 +2,7 @@ package audit
 
 import (
 	"context"
+	"strings"
 	"sync"
 	"time"
 
@@ -162,11 +163,13 @@ func (a *auditor) build(ctx context.Context, ci *callinfo.Info, method string, s
 	}
 }
 
-// keyID returns the API key identity of p, from its "key_id" claim: never
-// the key itself.
+// keyID returns the API key identity of p, never the key itself: the
+// subject of a principal that authenticated with an API key, whose
+// credential is "apikey:<set>" (interceptors/auth sets the key's id as the
+// subject). Other principals have none.
 func keyID(p callinfo.Principal) string {
-	if s, ok := p.Claims["key_id"].(string); ok {
-		return s
+	if strings.HasPrefix(p.Credential, "apikey:") {
+		return p.Subject
 	}
 	return ""
 }

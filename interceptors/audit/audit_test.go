@@ -50,7 +50,7 @@ func routed(err error) grpc.UnaryHandler {
 	return func(ctx context.Context, req any) (any, error) {
 		ci := callinfo.From(ctx)
 		ci.SetRoute("r", "b")
-		ci.SetPrincipal(callinfo.Principal{Subject: "alice", Credential: "api_key", Claims: map[string]any{"key_id": "k1"}})
+		ci.SetPrincipal(callinfo.Principal{Subject: "k1", Credential: "apikey:partners", Claims: map[string]any{"tier": "gold"}})
 		return "resp", err
 	}
 }
@@ -97,7 +97,7 @@ func TestFailureModes(t *testing.T) {
 			if r.Method != "/pkg.Svc/Do" || r.Route != "r" || r.Backend != "b" || !r.Decision.Allowed || r.Outcome.Code != "OK" {
 				t.Errorf("record = %+v", r)
 			}
-			if r.Principal != (trail.Principal{Subject: "alice", Credential: "api_key", KeyID: "k1"}) {
+			if r.Principal != (trail.Principal{Subject: "k1", Credential: "apikey:partners", KeyID: "k1"}) {
 				t.Errorf("principal = %+v", r.Principal)
 			}
 		})
@@ -149,5 +149,37 @@ func TestDenied(t *testing.T) {
 	r := sink.recs[0]
 	if r.Decision.Allowed || r.Decision.By != "quota:default" || r.Outcome.Code != "ResourceExhausted" {
 		t.Errorf("record = %+v", r)
+	}
+}
+
+// TestKeyID: the record names the API key a call used (its id, the
+// principal's subject under an "apikey:<set>" credential), and no key for
+// other credentials, whatever their claims say.
+func TestKeyID(t *testing.T) {
+	tests := []struct {
+		name string
+		p    callinfo.Principal
+		want string
+	}{
+		{"api key", callinfo.Principal{Subject: "partner-7", Credential: "apikey:partners", Claims: map[string]any{"tier": "gold"}}, "partner-7"},
+		{"jwt with a key_id claim", callinfo.Principal{Subject: "alice", Credential: "jwt:corp", Claims: map[string]any{"key_id": "forged"}}, ""},
+		{"mtls", callinfo.Principal{Subject: "spiffe://corp/svc", Credential: "mtls"}, ""},
+		{"anonymous", callinfo.Principal{}, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			sink := &fakeSink{}
+			ic := audit.UnaryServerInterceptor(sink)
+			_, err := ic(context.Background(), nil, info, func(ctx context.Context, _ any) (any, error) {
+				callinfo.From(ctx).SetPrincipal(tt.p)
+				return nil, nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := sink.recs[0].Principal; got.KeyID != tt.want || got.Subject != tt.p.Subject || got.Credential != tt.p.Credential {
+				t.Errorf("principal = %+v, want key_id %q", got, tt.want)
+			}
+		})
 	}
 }

@@ -9,7 +9,15 @@
 // (recovery → requestid → accesslog → audit → validate → router), both
 // variants: proxied calls pass only through stream interceptors. Request
 // fields of proxied calls are captured from the first request message,
-// decoded when its type is compiled into the binary (WithRequestTypes).
+// decoded with the request type WithRequestTypes resolves: the gateway
+// resolves it from the backends' runtime schemas (descriptor sets,
+// reflection) and then from the types compiled into the binary. A
+// debug_redact field is masked whichever the descriptor came from,
+// dynamicpb messages included.
+//
+// The record names the API key of a call authenticated with one (its id,
+// the subject of a principal whose credential is "apikey:<set>"), never the
+// key.
 //
 // When the sink fails, WithFailClosed decides: refuse calls with
 // UNAVAILABLE while the sink is unhealthy, and turn a call whose record
