@@ -186,13 +186,17 @@ func (s *authState) close() {
 // Authenticator returns the gateway's authenticator (for tests and metrics).
 func (g *Gateway) Authenticator() *auth.Authenticator { return g.auth.a }
 
-// cache returns the policy cache of table t.
-func (s *authState) cache(t *routing.Table) *policyCache {
+// cache returns the policy cache of table t. Only the cache of the table
+// in force (current) is kept: a call still pinned to an older table gets a
+// throwaway cache, so that it does not evict the current one.
+func (s *authState) cache(t, current *routing.Table) *policyCache {
 	if c := s.policies.Load(); c != nil && c.table == t {
 		return c
 	}
 	c := &policyCache{table: t, byClaims: t.UsesClaims()}
-	s.policies.Store(c)
+	if t == current {
+		s.policies.Store(c)
+	}
 	return c
 }
 
@@ -224,13 +228,12 @@ func (s *authState) policy(c *policyCache, rc *configv1.Route) (*auth.Policy, er
 	return p, err
 }
 
-// routes is the auth interceptor's view of the router: the route that the
-// table in force gives a call, with its auth block.
+// authRoutes is the auth interceptor's view of the router: the route the
+// call takes, with its auth block, from the table pinned to the call
+// (routing.Router.Match), which the quota layer and the director use too.
 func (g *Gateway) authRoutes(ctx context.Context, fullMethod string, md metadata.MD) (auth.Route, bool) {
-	t := g.router.Table()
-	c := g.auth.cache(t)
-	req := routing.RequestOf(ctx, fullMethod, md)
-	rt, ok := t.MatchRequest(&req)
+	t, rt, ok := g.router.Match(ctx, fullMethod, md)
+	c := g.auth.cache(t, g.router.Table())
 	if !ok {
 		return auth.Route{ByPrincipal: c.byClaims}, false
 	}
@@ -269,8 +272,9 @@ func (s *authState) listenerOptions(l *configv1.Listener) []auth.Option {
 }
 
 // withIdentity wraps the director's resolver: the call must resolve to the
-// route the auth interceptor approved (a reload may have swapped the table
-// in between), and the route's metadata actions get the identity for the
+// route the auth interceptor approved (it does: both match against the
+// table pinned to the call, see routing.Router.Match), and the route's
+// metadata actions get the identity for the
 // backend and the removal of credentials the route does not relay. The
 // identity keys are the gateway's alone: a route's own actions on them are
 // dropped.
@@ -286,7 +290,9 @@ func (g *Gateway) withIdentity(r routing.Resolver) routing.Resolver {
 			return t, err
 		}
 		if t.Route != f.Route {
-			return routing.Target{}, status.Errorf(codes.Unavailable, "gatehouse: the route table changed during the call; retry")
+			// Cannot happen while the table is pinned to the call; refuse
+			// rather than apply another route's identity.
+			return routing.Target{}, status.Errorf(codes.Internal, "gatehouse: the call resolved to another route than the one approved")
 		}
 		if len(f.Remove) == 0 && len(f.Set) == 0 {
 			return t, nil

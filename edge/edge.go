@@ -403,11 +403,20 @@ func (g *Gateway) newEdgeServer(ctx context.Context, l *configv1.Listener, lis n
 }
 
 // newAdminServer builds the admin listener: health, reflection and the
-// admin API over gRPC, and the admin API as REST.
+// admin API over gRPC, and the admin API as REST; over TLS with admin.tls,
+// and behind admin.auth when it is set (admin.go).
 func (g *Gateway) newAdminServer(ctx context.Context, lis net.Listener) (*server, error) {
 	limits := config.ListenerLimits(nil)
 	s := &server{name: "admin", protocol: protocolShared, lis: lis}
-	s.grpc = g.newGRPCServer(limits, false, nil)
+	ts, err := g.adminTLS()
+	if err != nil {
+		return nil, err
+	}
+	guard, err := g.adminAuthOptions()
+	if err != nil {
+		return nil, err
+	}
+	s.grpc = g.newGRPCServer(limits, false, nil, guard...)
 	adminv1.RegisterAdminServiceServer(s.grpc, &adminService{g: g})
 	g.registerReflection(s.grpc, false)
 	if err := s.dialInProcess(limits.MaxMessageBytes); err != nil {
@@ -420,8 +429,9 @@ func (g *Gateway) newAdminServer(ctx context.Context, lis net.Listener) (*server
 	if err := registerHealthRoutes(mux, healthpb.NewHealthClient(s.conn)); err != nil {
 		return nil, err
 	}
-	s.rest = g.adminHTTP(limitBody(mux, int64(limits.MaxMessageBytes))) // /metrics, pprof: telemetry.go
+	s.rest = guardAdminHTTP(g.adminHTTP(limitBody(mux, int64(limits.MaxMessageBytes))), mux, s.conn, len(guard) > 0) // /metrics, pprof: telemetry.go
 	s.http = newHTTPServer(s, limits)
+	serveTLS(s, ts) // tls.go
 	return s, nil
 }
 

@@ -158,16 +158,15 @@ func (g *Gateway) quotaUnary() []grpc.UnaryServerInterceptor {
 	return []grpc.UnaryServerInterceptor{iquota.UnaryServerInterceptor(g.quota.limiter, g.quotaOptions()...)}
 }
 
-// quotaRoute names the route that will take a call, matching it against
-// the table in force as the router will (the director matches again; a
-// reload in between may pick another route, which is harmless). The
-// gateway's own services (health, reflection, admin) take no route.
+// quotaRoute names the route that takes a call, from the table pinned to
+// the call (routing.Router.Match): the route the auth layer approved and
+// the director will use. The gateway's own services (health, reflection,
+// admin) take no route.
 func (g *Gateway) quotaRoute(ctx context.Context, fullMethod string, md metadata.MD) string {
 	if ownService(fullMethod) {
 		return ""
 	}
-	req := routing.RequestOf(ctx, fullMethod, md)
-	r, ok := g.router.Table().MatchRequest(&req)
+	_, r, ok := g.router.Match(ctx, fullMethod, md)
 	if !ok {
 		return ""
 	}

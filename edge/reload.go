@@ -286,6 +286,9 @@ func (g *Gateway) applyConfig(ctx context.Context, source string, load func() (*
 	cur := g.reload.cfg
 	g.reload.mu.Unlock()
 	eff, pending := g.effective(cur, next)
+	if err := checkEffective(source, next, eff); err != nil {
+		return nil, refused(source, err)
+	}
 
 	// The pool first gets the new backends while keeping the removed ones,
 	// so that calls resolving on either table find their backend; then the
@@ -337,6 +340,71 @@ func (g *Gateway) applyConfig(ctx context.Context, source string, load func() (*
 	g.reload.pending = pending
 	g.reload.mu.Unlock()
 	return &applied{cfg: eff, pending: pending, added: added, removed: removed}, nil
+}
+
+// checkEffective checks the config that would go live: next with the
+// running values of the fields that need a restart (eff). next passed the
+// loader; the mix may not, when a live field refers to a restart-only one:
+// a route requiring an authenticator that only the file has, a quota
+// policy naming a route the reload removes. Those are named first with
+// their cause; then eff goes through the loader's whole check again, so
+// that no other mix goes live unchecked. Errors are a *config.Error whose
+// lines name source, the field path and the reason.
+func checkEffective(source string, next, eff *configv1.Config) error {
+	file := filepath.Base(source)
+	var errs []config.FieldError
+	add := func(path, format string, args ...any) {
+		errs = append(errs, config.FieldError{File: file, Path: path, Reason: fmt.Sprintf(format, args...)})
+	}
+	running, configured := credentialNames(eff), credentialNames(next)
+	for i, r := range eff.GetRoutes() {
+		for j, name := range r.GetAuth().GetRequire() {
+			switch {
+			case running[name]:
+			case configured[name]:
+				add(fmt.Sprintf("routes[%d].auth.require[%d]", i, j),
+					"authenticator %q is new and authentication changes need a restart", name)
+			default:
+				add(fmt.Sprintf("routes[%d].auth.require[%d]", i, j),
+					"authenticator %q is not in force (authentication changes need a restart)", name)
+			}
+		}
+	}
+	routes := map[string]bool{}
+	for _, r := range eff.GetRoutes() {
+		routes[r.GetName()] = true
+	}
+	for i, p := range eff.GetQuota().GetPolicies() {
+		for j, name := range p.GetRoutes() {
+			if !routes[name] {
+				add(fmt.Sprintf("quota.policies[%d].routes[%d]", i, j),
+					"route %q is not in the reloaded routes, and quota policies need a restart to change", name)
+			}
+		}
+	}
+	if len(errs) > 0 {
+		return &config.Error{Errors: errs}
+	}
+	data, err := protojson.MarshalOptions{UseProtoNames: true}.Marshal(eff)
+	if err != nil {
+		return err
+	}
+	if _, err := config.Parse(source, data); err != nil {
+		return err
+	}
+	return nil
+}
+
+// credentialNames are the names a route's auth.require may give in cfg.
+func credentialNames(cfg *configv1.Config) map[string]bool {
+	names := map[string]bool{"mtls": true}
+	for _, j := range cfg.GetAuthentication().GetJwt() {
+		names[j.GetName()] = true
+	}
+	for _, k := range cfg.GetAuthentication().GetApiKeys() {
+		names[k.GetName()] = true
+	}
+	return names
 }
 
 // refused wraps err as a *ReloadError with one line per problem.

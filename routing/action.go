@@ -172,3 +172,31 @@ func mix64(z uint64) uint64 {
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	return z ^ (z >> 31)
 }
+
+// Target describes where the route sends calls, as the admin API shows it:
+// the backend's name; "split a 90 / b 10" (with " sticky" when keyed);
+// "direct response CODE"; followed by " + mirror shadow 5%" when the route
+// mirrors.
+func (r *Route) Target() string {
+	rc := r.Config
+	var t string
+	switch {
+	case rc.GetDirectResponse() != nil:
+		t = "direct response " + rc.GetDirectResponse().GetCode()
+	case len(rc.GetSplit()) > 0:
+		parts := make([]string, 0, len(rc.GetSplit()))
+		for _, w := range rc.GetSplit() {
+			parts = append(parts, fmt.Sprintf("%s %d", w.GetBackend(), w.GetWeight()))
+		}
+		t = "split " + strings.Join(parts, " / ")
+		if rc.GetStickyKey() != "" {
+			t += " sticky"
+		}
+	default:
+		t = rc.GetBackend()
+	}
+	if m := rc.GetMirror(); m != nil {
+		t += fmt.Sprintf(" + mirror %s %g%%", m.GetBackend(), m.GetPercent())
+	}
+	return t
+}

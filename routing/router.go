@@ -80,25 +80,64 @@ func (r *Router) Table() *Table { return r.table.Load() }
 
 // Resolve implements Resolver: the first matching route's action. A route
 // with a direct response answers with its status; a call no route takes
-// gets UNIMPLEMENTED naming the method.
+// gets UNIMPLEMENTED naming the method. The route is the one Match gives
+// the call: the same the auth and quota layers saw.
 func (r *Router) Resolve(ctx context.Context, fullMethod string, md metadata.MD) (Target, error) {
-	t := r.table.Load()
-	req := requestFrom(ctx, fullMethod, md, t.needs)
-	svc, _ := splitMethod(fullMethod)
-	var vars map[string]any
-	var rt *Route
-	var c cursor
-	t.candidates(&c, svc, req.Metadata)
-	for r := c.next(); r != nil; r = c.next() {
-		if r.test(&req, svc, &vars) {
-			rt = r
-			break
-		}
-	}
+	_, rt, req := r.match(ctx, fullMethod, md)
 	if rt == nil {
 		return Target{}, NoRouteError(fullMethod)
 	}
+	var vars map[string]any
 	return r.target(ctx, rt, &req, &vars)
+}
+
+// Match returns the route that takes a call (false when none does) and the
+// table it comes from. The first Match or Resolve of a call pins the table
+// in force then to the call's callinfo.Info, and every later one in the
+// same call uses that table, so the layers that need the route (auth,
+// quota, the director) agree on it even when a reload swaps the table
+// while the call passes through them. The route is matched once and
+// recorded (callinfo SetMatch), unless the table picks routes by the
+// caller's claims, which the auth layer establishes in between; its name
+// is recorded for metrics, the access log and audit as soon as it is known,
+// so that calls refused before the director carry it too.
+func (r *Router) Match(ctx context.Context, fullMethod string, md metadata.MD) (*Table, *Route, bool) {
+	t, rt, _ := r.match(ctx, fullMethod, md)
+	return t, rt, rt != nil
+}
+
+// noRoute is what callinfo records for a call no route takes.
+var noRoute = &Route{}
+
+func (r *Router) match(ctx context.Context, fullMethod string, md metadata.MD) (*Table, *Route, Request) {
+	ci := callinfo.From(ctx)
+	t := r.table.Load()
+	if ci != nil {
+		t = ci.PinTable(t).(*Table)
+	}
+	req := requestFrom(ctx, fullMethod, md, t.needs)
+	byClaims := t.needs&needClaims != 0
+	if !byClaims {
+		if m, ok := ci.Match().(*Route); ok {
+			if m == noRoute {
+				return t, nil, req
+			}
+			return t, m, req
+		}
+	}
+	rt, ok := t.MatchRequest(&req)
+	if !byClaims {
+		if ok {
+			ci.SetMatch(rt)
+		} else {
+			ci.SetMatch(noRoute)
+		}
+	}
+	if !ok {
+		return t, nil, req
+	}
+	ci.SetRouteName(rt.Name)
+	return t, rt, req
 }
 
 func (r *Router) target(ctx context.Context, rt *Route, req *Request, vars *map[string]any) (Target, error) {

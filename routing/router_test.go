@@ -143,6 +143,8 @@ func TestRouterActions(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := NewRouter(table, pool("orders", "users", "carts", "shadow"))
+	// One callinfo.Info per call, as the chain attaches it.
+	call := func() context.Context { ctx, _ := callinfo.With(context.Background()); return ctx }
 	ctx, info := callinfo.With(context.Background())
 
 	_, err = r.Resolve(ctx, "/shop.v1.Legacy/Get", metadata.MD{})
@@ -153,7 +155,7 @@ func TestRouterActions(t *testing.T) {
 		t.Errorf("direct response not recorded in callinfo: %q", route)
 	}
 
-	tg, err := r.Resolve(ctx, "/shop.v1.Orders/Get", metadata.MD{})
+	tg, err := r.Resolve(call(), "/shop.v1.Orders/Get", metadata.MD{})
 	if err != nil || tg.Method != "/orders.v2.Orders/Get" {
 		t.Errorf("service rewrite: %q, %v", tg.Method, err)
 	}
@@ -163,15 +165,15 @@ func TestRouterActions(t *testing.T) {
 		t.Errorf("metadata actions gave %v", md)
 	}
 
-	tg, _ = r.Resolve(ctx, "/shop.v1.Users/Get", metadata.MD{})
+	tg, _ = r.Resolve(call(), "/shop.v1.Users/Get", metadata.MD{})
 	if tg.Method != "/users.v3.Users/Fetch" {
 		t.Errorf("method rewrite: %q", tg.Method)
 	}
-	tg, _ = r.Resolve(ctx, "/shop.v1.Carts/Add", metadata.MD{})
+	tg, _ = r.Resolve(call(), "/shop.v1.Carts/Add", metadata.MD{})
 	if tg.Mirror == nil || tg.Mirror.Backend != "shadow" {
 		t.Errorf("mirror 100%%: %+v", tg.Mirror)
 	}
-	tg, _ = r.Resolve(ctx, "/shop.v1.Wish/Add", metadata.MD{})
+	tg, _ = r.Resolve(call(), "/shop.v1.Wish/Add", metadata.MD{})
 	if tg.Mirror != nil {
 		t.Errorf("mirror 0%%: %+v", tg.Mirror)
 	}
@@ -314,6 +316,70 @@ func BenchmarkMixedRoutes(b *testing.B) {
 	for b.Loop() {
 		if _, err := r.Resolve(ctx, "/svc7.v1.S/GetOrder", md); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestRouterPinsTheTableToTheCall: the first Match of a call pins the table
+// in force to its callinfo.Info; a Swap after that changes nothing for the
+// call (Match and Resolve give the route of the pinned table), while a new
+// call gets the new table. The route is recorded as soon as it is matched.
+// With a route on claims the match is made again each time (the principal
+// may come in between), on the pinned table still.
+func TestRouterPinsTheTableToTheCall(t *testing.T) {
+	table := func(name string, byClaims bool) *Table {
+		claims := ""
+		if byClaims {
+			claims = fmt.Sprintf(`{"name":"%s-gold","match":{"claims":[{"name":"tier","exact":"gold"}]},"backend":"gold"},`, name)
+		}
+		tb, err := NewTable(routesFromJSON(t, fmt.Sprintf(`[%s{"name":"%s","match":{"service":"shop.v1.Orders"},"backend":"%[2]s"}]`, claims, name)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tb
+	}
+	for _, byClaims := range []bool{false, true} {
+		t.Run(fmt.Sprintf("byClaims=%v", byClaims), func(t *testing.T) {
+			old, next := table("old", byClaims), table("new", byClaims)
+			r := NewRouter(old, pool("old", "new", "gold"))
+			ctx, info := callinfo.With(context.Background())
+			tb, rt, ok := r.Match(ctx, "/shop.v1.Orders/Get", metadata.MD{})
+			if !ok || tb != old || rt.Name != "old" {
+				t.Fatalf("Match = %p, %v, %v; want the old table's route", tb, rt, ok)
+			}
+			if route, backend := info.Route(); route != "old" || backend != "" {
+				t.Errorf("recorded %q, %q; want the route, no backend yet", route, backend)
+			}
+			r.Swap(next)
+			if tb, rt, _ := r.Match(ctx, "/shop.v1.Orders/Get", metadata.MD{}); tb != old || rt.Name != "old" {
+				t.Errorf("after Swap, the same call matched %v on %p; want old on the pinned table", rt, tb)
+			}
+			if tg, err := r.Resolve(ctx, "/shop.v1.Orders/Get", metadata.MD{}); err != nil || tg.Route != "old" || tg.Backend != "old" {
+				t.Errorf("after Swap, the same call resolved %+v, %v; want route old", tg, err)
+			}
+			fresh, _ := callinfo.With(context.Background())
+			if tg, err := r.Resolve(fresh, "/shop.v1.Orders/Get", metadata.MD{}); err != nil || tg.Route != "new" {
+				t.Errorf("a new call resolved %+v, %v; want route new", tg, err)
+			}
+		})
+	}
+}
+
+func TestRouteTarget(t *testing.T) {
+	table, err := NewTable(routesFromJSON(t, `[
+	  {"name":"one","match":{"service":"a.A"},"backend":"orders"},
+	  {"name":"split","match":{"service":"a.B"},"split":[{"backend":"orders","weight":90},{"backend":"canary","weight":10}]},
+	  {"name":"sticky","match":{"service":"a.C"},"split":[{"backend":"a","weight":1},{"backend":"b","weight":1}],"sticky_key":"metadata[\"x-user\"]"},
+	  {"name":"direct","match":{"service":"a.D"},"direct_response":{"code":"UNAVAILABLE","message":"down"}},
+	  {"name":"mirrored","match":{"service":"a.E"},"backend":"orders","mirror":{"backend":"shadow","percent":2.5}}
+	]`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"orders", "split orders 90 / canary 10", "split a 1 / b 1 sticky", "direct response UNAVAILABLE", "orders + mirror shadow 2.5%"}
+	for i, r := range table.Routes() {
+		if got := r.Target(); got != want[i] {
+			t.Errorf("%s: Target() = %q, want %q", r.Name, got, want[i])
 		}
 	}
 }

@@ -105,7 +105,10 @@ func (p *predicate) why(req *Request, vars *map[string]any) string {
 // service package glob, an exact authority, a wildcard authority; routes
 // with none of these are generic. A call looks at the few buckets its
 // service and authority can hit, plus the generic routes, merged in route
-// order. So exact-service and exact-method routes cost the same with 10
+// order. Routes that none of these narrows but that require a header to
+// equal a value sit in a bucket per value of that header (for up to
+// maxHeaderIndexes header names), so that a call only meets those of the
+// value it sends. So exact-service and exact-method routes cost the same with 10
 // routes or 10,000, and so do package and authority routes.
 type Table struct {
 	routes      []*Route
@@ -113,6 +116,7 @@ type Table struct {
 	byPackage   map[string][]*Route // service glob prefix, ending in "."
 	byAuthority map[string][]*Route // exact host, lower case
 	byWildcard  map[string][]*Route // wildcard suffix, lower case, leading "."
+	headers     []headerIndex       // routes keyed by an exact header value
 	generic     []*Route
 	needs       needs
 	// maxPackage and maxWildcard are the longest package prefix and
@@ -159,6 +163,7 @@ func NewTable(routes []*configv1.Route) (*Table, error) {
 			t.maxWildcard = max(t.maxWildcard, len(r.authority))
 		case r.authority != "":
 			t.byAuthority[r.authority] = append(t.byAuthority[r.authority], r)
+		case t.indexHeader(r):
 		default:
 			t.generic = append(t.generic, r)
 		}
@@ -166,13 +171,50 @@ func NewTable(routes []*configv1.Route) (*Table, error) {
 	return t, nil
 }
 
+// headerIndex holds the routes that no method or authority narrows but
+// that require one header (metadata key) to equal a value: a call is a
+// candidate only for the bucket of the value it sends.
+type headerIndex struct {
+	name    string
+	byValue map[string][]*Route
+	all     []*Route // every route of the index, for a call that sends several values
+}
+
+// maxHeaderIndexes bounds the header names indexed; routes on further
+// names are generic.
+const maxHeaderIndexes = 8
+
+// indexHeader puts r in the index of its first exact, non-negated header
+// condition, and reports whether it did.
+func (t *Table) indexHeader(r *Route) bool {
+	for i := range r.preds {
+		m := r.preds[i].value
+		if m == nil || m.src != fromMetadata || m.kind != kindExact || m.invert {
+			continue
+		}
+		for j := range t.headers {
+			if t.headers[j].name == m.name {
+				h := &t.headers[j]
+				h.byValue[m.value] = append(h.byValue[m.value], r)
+				h.all = append(h.all, r)
+				return true
+			}
+		}
+		if len(t.headers) < maxHeaderIndexes {
+			t.headers = append(t.headers, headerIndex{name: m.name, byValue: map[string][]*Route{m.value: {r}}, all: []*Route{r}})
+			return true
+		}
+	}
+	return false
+}
+
 // maxDepth bounds the dots in a package glob or wildcard authority, so that
 // a lookup merges at most maxLists buckets: the exact service, the generic
-// routes, the exact host, and one per dot of a package prefix and of a
-// wildcard suffix.
+// routes, the exact host, one per dot of a package prefix and of a
+// wildcard suffix, and one per indexed header.
 const (
 	maxDepth = 30
-	maxLists = 3 + 2*(maxDepth+1)
+	maxLists = 3 + 2*(maxDepth+1) + maxHeaderIndexes
 )
 
 // cursor walks several route lists, each in route order, merged in route
@@ -213,6 +255,16 @@ func (c *cursor) next() *Route {
 func (t *Table) candidates(c *cursor, svc string, md metadata.MD) {
 	c.add(t.byService[svc])
 	c.add(t.generic)
+	for i := range t.headers {
+		h := &t.headers[i]
+		switch vals := md[h.name]; len(vals) {
+		case 0: // an exact condition never holds
+		case 1:
+			c.add(h.byValue[vals[0]])
+		default: // any value may hold: every route of the index
+			c.add(h.all)
+		}
+	}
 	// Every prefix of svc that ends at a dot and is no longer than the
 	// longest package in the table: "a.b.C" → "a.", "a.b.".
 	for i := 0; i < len(svc) && i < t.maxPackage; i++ {

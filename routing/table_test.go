@@ -2,6 +2,7 @@ package routing
 
 import (
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 
@@ -151,6 +152,112 @@ func BenchmarkTableMatch(b *testing.B) {
 				if _, ok := table.Match(method, md); !ok {
 					b.Fatal("no match")
 				}
+			}
+		})
+	}
+}
+
+// BenchmarkUnindexedRoutes is the worst case of matching: 1,000 routes
+// that no index narrows (no service, method or authority: header-only and
+// source-CIDR conditions, and in one variant a CEL condition on one route
+// in ten), and a call that only the catch-all route after them takes, so
+// every route is tested.
+func BenchmarkUnindexedRoutes(b *testing.B) {
+	for _, celEvery := range []int{0, 100, 10} {
+		var js strings.Builder
+		js.WriteString("[")
+		for i := range 1000 {
+			if i > 0 {
+				js.WriteString(",")
+			}
+			switch {
+			case celEvery > 0 && i%celEvery == celEvery-1:
+				fmt.Fprintf(&js, `{"name":"r%d","match":{"cel":"metadata[\"x-tenant\"] == \"cel-%d\""},"backend":"b"}`, i, i)
+			case i%2 == 0:
+				fmt.Fprintf(&js, `{"name":"r%d","match":{"headers":[{"name":"x-tenant","exact":"tenant-%d"}]},"backend":"b"}`, i, i)
+			default:
+				fmt.Fprintf(&js, `{"name":"r%d","match":{"source_cidrs":["10.%d.%d.0/24"]},"backend":"b"}`, i, i/256, i%256)
+			}
+		}
+		js.WriteString(`,{"name":"last","backend":"b"}]`)
+		table, err := NewTable(routesFromJSON(b, js.String()))
+		if err != nil {
+			b.Fatal(err)
+		}
+		r := NewRouter(table, pool("b"))
+		md := metadata.Pairs(":authority", "api.example.com", "x-tenant", "acme")
+		ctx := tcpCtx("192.0.2.1")
+		name := "headers+cidr"
+		if celEvery > 0 {
+			name = fmt.Sprintf("cel-1-in-%d", celEvery)
+		}
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if tg, err := r.Resolve(ctx, "/svc7.v1.S/GetOrder", md); err != nil || tg.Route != "last" {
+					b.Fatal(tg.Route, err)
+				}
+			}
+		})
+	}
+}
+
+// TestHeaderIndexAgreesWithAScan: routes that require a header value sit
+// in an index by that value; for calls that send no value, one value,
+// another value, or several, the indexed lookup takes the same route as a
+// scan of every route in order (Explain), including when indexed, generic
+// and service routes interleave, and with more header names than are
+// indexed.
+func TestHeaderIndexAgreesWithAScan(t *testing.T) {
+	var js strings.Builder
+	js.WriteString(`[
+	  {"name":"svc-first","match":{"service":"a.v1.A","headers":[{"name":"x-tenant","exact":"t1"}]},"backend":"b"},
+	  {"name":"t1","match":{"headers":[{"name":"x-tenant","exact":"t1"}]},"backend":"b"},
+	  {"name":"not-t2","match":{"headers":[{"name":"x-tenant","exact":"t2","invert":true},{"name":"x-flag","present":true}]},"backend":"b"},
+	  {"name":"t2-cidr","match":{"source_cidrs":["192.0.2.0/24"],"headers":[{"name":"x-tenant","exact":"t2"}]},"backend":"b"},
+	  {"name":"t2","match":{"headers":[{"name":"x-tenant","exact":"t2"}]},"backend":"b"},
+	  {"name":"region-eu","match":{"headers":[{"name":"x-region","exact":"eu"}]},"backend":"b"},
+	  {"name":"t3-eu","match":{"headers":[{"name":"x-region","exact":"eu"},{"name":"x-tenant","exact":"t3"}]},"backend":"b"}`)
+	for i := range maxHeaderIndexes + 2 { // more names than are indexed
+		fmt.Fprintf(&js, `,{"name":"h%d","match":{"headers":[{"name":"x-h%d","exact":"v"}]},"backend":"b"}`, i, i)
+	}
+	js.WriteString(`,{"name":"t1-late","match":{"headers":[{"name":"x-tenant","exact":"t1"}]},"backend":"b"}]`)
+	table, err := NewTable(routesFromJSON(t, js.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(table.headers) != maxHeaderIndexes || len(table.generic) == 0 {
+		t.Fatalf("%d header indexes, %d generic routes; want %d and some", len(table.headers), len(table.generic), maxHeaderIndexes)
+	}
+	src := netip.MustParseAddr("192.0.2.9")
+	for _, tc := range []struct {
+		name, method string
+		md           metadata.MD
+		want         string
+	}{
+		{"none", "/z.Z/M", metadata.MD{}, ""},
+		{"t1", "/z.Z/M", metadata.Pairs("x-tenant", "t1"), "t1"},
+		{"t1 on the service", "/a.v1.A/M", metadata.Pairs("x-tenant", "t1"), "svc-first"},
+		{"t2 from the range", "/z.Z/M", metadata.Pairs("x-tenant", "t2"), "t2-cidr"},
+		{"other tenant flagged", "/z.Z/M", metadata.Pairs("x-tenant", "t9", "x-flag", "1"), "not-t2"},
+		{"several values", "/z.Z/M", metadata.Pairs("x-tenant", "t9", "x-tenant", "t2"), "t2-cidr"},
+		{"several values, later", "/z.Z/M", metadata.Pairs("x-tenant", "t9", "x-tenant", "t3", "x-region", "eu"), "region-eu"},
+		{"unindexed name", "/z.Z/M", metadata.Pairs(fmt.Sprintf("x-h%d", maxHeaderIndexes), "v"), fmt.Sprintf("h%d", maxHeaderIndexes)},
+		{"indexed name", "/z.Z/M", metadata.Pairs("x-h0", "v"), "h0"},
+		{"wrong value", "/z.Z/M", metadata.Pairs("x-h0", "w", "x-region", "us"), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := &Request{Method: tc.method, Metadata: tc.md, SourceIP: src}
+			got := ""
+			if r, ok := table.MatchRequest(req); ok {
+				got = r.Name
+			}
+			scan := ""
+			if r, _ := table.Explain(req); r != nil {
+				scan = r.Name
+			}
+			if got != tc.want || scan != tc.want {
+				t.Errorf("indexed lookup %q, scan %q; want %q", got, scan, tc.want)
 			}
 		})
 	}

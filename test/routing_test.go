@@ -1,10 +1,16 @@
 package test
 
 import (
+	"bytes"
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
 	"net"
+	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -242,4 +248,309 @@ routes:
 		}
 	}
 	_ = proto.Size
+}
+
+// TestRefusedCallsCarryTheirRoute refuses one call in the auth layer (no
+// API key) and one in the quota layer (over the rate): both happen before
+// the director, yet each carries its route in gatehouse_requests_total,
+// the access log and the audit record.
+func TestRefusedCallsCarryTheirRoute(t *testing.T) {
+	backend := startBackend(t)
+	auditPath := filepath.Join(t.TempDir(), "audit.jsonl")
+	var access syncBuffer
+	sum := sha256.Sum256([]byte("k-1"))
+	g := startGateway(t, fmt.Sprintf(`
+listeners: [{name: edge, address: "127.0.0.1:0"}]
+admin: {address: "127.0.0.1:0"}
+backends: [{name: b, endpoints: [%q]}]
+authentication:
+  api_keys: [{name: partners, header: x-api-key, keys: [{id: acme, sha256: %q}]}]
+routes:
+  - name: guarded
+    match: {method: "/grpc.testing.TestService/UnaryCall"}
+    backend: b
+    auth: {require: [partners]}
+  - name: limited
+    match: {method: "/grpc.testing.TestService/EmptyCall"}
+    backend: b
+quota:
+  policies: [{name: tiny, routes: [limited], rate: {requests: 1, per: "1h"}}]
+audit: {file: %q}
+`, backend, hex.EncodeToString(sum[:]), auditPath), edge.WithAccessLogger(jsonLogger(&access)))
+	tc := testgrpc.NewTestServiceClient(dial(t, g.Addr("edge").String()))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+
+	if _, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{}); status.Code(err) != codes.Unauthenticated {
+		t.Fatalf("UnaryCall without a key: %v, want UNAUTHENTICATED", err)
+	}
+	if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); err != nil {
+		t.Fatalf("first EmptyCall: %v", err)
+	}
+	if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); status.Code(err) != codes.ResourceExhausted {
+		t.Fatalf("second EmptyCall: %v, want RESOURCE_EXHAUSTED", err)
+	}
+
+	fams := scrape(t, g)
+	for _, c := range []struct{ route, method, code string }{
+		{"guarded", "/grpc.testing.TestService/UnaryCall", "Unauthenticated"},
+		{"limited", "/grpc.testing.TestService/EmptyCall", "ResourceExhausted"},
+	} {
+		labels := map[string]string{"route": c.route, "method": c.method, "code": c.code}
+		if v := value(t, fams, "gatehouse_requests_total", labels); v != 1 {
+			t.Errorf("gatehouse_requests_total%v = %v, want 1", labels, v)
+		}
+	}
+	if v := value(t, fams, "gatehouse_requests_total", map[string]string{"route": ""}); v != 0 {
+		t.Errorf("gatehouse_requests_total{route=\"\"} = %v, want 0", v)
+	}
+
+	if err := g.Shutdown(ctx); err != nil { // every audit record written
+		t.Fatal(err)
+	}
+	wantRoute := map[string]string{"Unauthenticated": "guarded", "ResourceExhausted": "limited", "OK": "limited"}
+	lines := access.lines(t)
+	if len(lines) != 3 {
+		t.Fatalf("%d access log lines, want 3:\n%s", len(lines), access.String())
+	}
+	for _, l := range lines {
+		if code, _ := l["grpc.code"].(string); l["route"] != wantRoute[code] {
+			t.Errorf("access log line with code %v has route %q, want %q", l["grpc.code"], l["route"], wantRoute[code])
+		}
+	}
+	recs, raw := readAudit(t, auditPath)
+	if len(recs) != 3 {
+		t.Fatalf("%d audit records, want 3:\n%s", len(recs), raw)
+	}
+	for _, r := range recs {
+		o, _ := r["outcome"].(map[string]any)
+		if code, _ := o["code"].(string); r["route"] != wantRoute[code] {
+			t.Errorf("audit record with outcome %v has route %q", o, r["route"])
+		}
+	}
+}
+
+// rawCodec passes messages as bytes, so that a recording backend sees a
+// request exactly as it arrived.
+type rawCodec struct{}
+
+func (rawCodec) Marshal(v any) ([]byte, error)      { return *v.(*[]byte), nil }
+func (rawCodec) Unmarshal(data []byte, v any) error { *v.(*[]byte) = slices.Clone(data); return nil }
+func (rawCodec) Name() string                       { return "proto" }
+
+// recorded is one call a recordingBackend received.
+type recorded struct {
+	method string
+	md     metadata.MD
+	body   []byte
+}
+
+// recordingBackend answers every unary call with an empty message and
+// sends what it received, raw, on the returned channel (buffered for n).
+func recordingBackend(t *testing.T, n int) (string, <-chan recorded) {
+	t.Helper()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan recorded, n)
+	s := grpc.NewServer(grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(func(_ any, ss grpc.ServerStream) error {
+		method, _ := grpc.MethodFromServerStream(ss)
+		md, _ := metadata.FromIncomingContext(ss.Context())
+		var body []byte
+		if err := ss.RecvMsg(&body); err != nil {
+			return err
+		}
+		select {
+		case ch <- recorded{method: method, md: md, body: body}:
+		default:
+		}
+		empty := []byte{}
+		return ss.SendMsg(&empty)
+	}))
+	go func() { _ = s.Serve(lis) }()
+	t.Cleanup(s.Stop)
+	return lis.Addr().String(), ch
+}
+
+// TestSplitEndToEnd sends 10,000 calls through a 90/10 split to two real
+// backends: the canary's share is within 2 points of 10%.
+func TestSplitEndToEnd(t *testing.T) {
+	a, _ := startTagged(t, "a")
+	b, _ := startTagged(t, "b")
+	g := startGateway(t, fmt.Sprintf(`
+listeners: [{name: edge, address: "127.0.0.1:0"}]
+backends: [{name: a, endpoints: [%q]}, {name: b, endpoints: [%q]}]
+routes:
+  - name: canary
+    match: {service: "grpc.testing.TestService"}
+    split: [{backend: a, weight: 90}, {backend: b, weight: 10}]
+`, a, b))
+	tc := testgrpc.NewTestServiceClient(dial(t, g.Addr("edge").String()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	const n, workers = 10000, 8
+	var toB, failed atomic.Int64
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Go(func() {
+			for range n / workers {
+				resp, err := tc.UnaryCall(ctx, &testpb.SimpleRequest{})
+				switch {
+				case err != nil:
+					failed.Add(1)
+				case string(resp.GetPayload().GetBody()) == "b":
+					toB.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if f := failed.Load(); f > 0 {
+		t.Fatalf("%d calls failed", f)
+	}
+	if share := float64(toB.Load()) / n * 100; share < 8 || share > 12 {
+		t.Errorf("canary share %.2f%% of %d calls, want 10 ± 2", share, n)
+	}
+}
+
+// TestStickySplitEndToEnd: with a sticky split keyed by x-user-id, every
+// user's calls take one side, before and after a reload that changes other
+// routes; both sides get users.
+func TestStickySplitEndToEnd(t *testing.T) {
+	a, _ := startTagged(t, "a")
+	b, _ := startTagged(t, "b")
+	yaml := func(extra string) string {
+		return fmt.Sprintf(`
+listeners: [{name: edge, address: "127.0.0.1:0"}]
+backends: [{name: a, endpoints: [%q]}, {name: b, endpoints: [%q]}]
+routes:
+%s  - name: sticky
+    match: {service: "grpc.testing.TestService"}
+    split: [{backend: a, weight: 50}, {backend: b, weight: 50}]
+    sticky_key: 'metadata["x-user-id"]'
+`, a, b, extra)
+	}
+	g := startGateway(t, yaml(""))
+	tc := testgrpc.NewTestServiceClient(dial(t, g.Addr("edge").String()))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	side := map[string]string{}
+	sides := map[string]int{}
+	call := func(user string) string {
+		t.Helper()
+		resp, err := tc.UnaryCall(metadata.AppendToOutgoingContext(ctx, "x-user-id", user), &testpb.SimpleRequest{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(resp.GetPayload().GetBody())
+	}
+	check := func(when string) {
+		t.Helper()
+		for u := range 100 {
+			user := fmt.Sprintf("user-%d", u)
+			for range 3 {
+				got := call(user)
+				if want, ok := side[user]; ok && got != want {
+					t.Fatalf("%s: %s moved from %s to %s", when, user, want, got)
+				}
+				if _, ok := side[user]; !ok {
+					sides[got]++
+				}
+				side[user] = got
+			}
+		}
+	}
+	check("before the reload")
+	if sides["a"] < 25 || sides["b"] < 25 {
+		t.Errorf("100 users split %v, want both sides used about evenly", sides)
+	}
+	next, err := configParse(yaml(`  - name: other
+    match: {service: "other.v1.Other"}
+    backend: a
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Reload(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.Router().Table().Routes()[0].Name; got != "other" {
+		t.Fatalf("after the reload the first route is %q", got)
+	}
+	check("after the reload")
+}
+
+// TestMirrorCopyEndToEnd: the mirror copy carries the same request bytes
+// and metadata as the real call; with percent 50 about half the calls are
+// copied.
+func TestMirrorCopyEndToEnd(t *testing.T) {
+	const n = 2000
+	realAddr, realCh := recordingBackend(t, n+1)
+	shadowAddr, shadowCh := recordingBackend(t, n+1)
+	g := startGateway(t, fmt.Sprintf(`
+listeners: [{name: edge, address: "127.0.0.1:0"}]
+backends: [{name: real, endpoints: [%q]}, {name: shadow, endpoints: [%q]}]
+routes:
+  - name: all-copied
+    match: {method: "/grpc.testing.TestService/UnaryCall"}
+    backend: real
+    mirror: {backend: shadow, percent: 100}
+  - name: half-copied
+    match: {method: "/grpc.testing.TestService/EmptyCall"}
+    backend: real
+    mirror: {backend: shadow, percent: 50}
+`, realAddr, shadowAddr))
+	tc := testgrpc.NewTestServiceClient(dial(t, g.Addr("edge").String()))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+
+	req := &testpb.SimpleRequest{ResponseSize: 7, Payload: &testpb.Payload{Body: []byte("the same bytes")}, FillUsername: true}
+	cctx := metadata.AppendToOutgoingContext(ctx, "x-trace-id", "t-1", "x-tenant", "acme")
+	if _, err := tc.UnaryCall(cctx, req); err != nil {
+		t.Fatal(err)
+	}
+	want, err := proto.Marshal(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [2]recorded
+	for i, ch := range []<-chan recorded{realCh, shadowCh} {
+		select {
+		case got[i] = <-ch:
+		case <-ctx.Done():
+			t.Fatal("no call recorded")
+		}
+	}
+	for i, r := range got {
+		if r.method != "/grpc.testing.TestService/UnaryCall" || !bytes.Equal(r.body, want) {
+			t.Errorf("backend %d got %s with %x, want the client's bytes %x", i, r.method, r.body, want)
+		}
+		delete(r.md, ":authority") // each backend's own name
+	}
+	if fmt.Sprint(got[0].md) != fmt.Sprint(got[1].md) || got[1].md.Get("x-trace-id")[0] != "t-1" || got[1].md.Get("x-tenant")[0] != "acme" {
+		t.Errorf("metadata differ:\nreal   %v\nshadow %v", got[0].md, got[1].md)
+	}
+
+	for range n {
+		if _, err := tc.EmptyCall(ctx, &testpb.Empty{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The copies are sent after the real calls: count until none comes for
+	// a while.
+	copies := 0
+	for quiet := time.NewTimer(500 * time.Millisecond); ; {
+		select {
+		case <-shadowCh:
+			copies++
+			quiet.Reset(500 * time.Millisecond)
+			continue
+		case <-quiet.C:
+		}
+		break
+	}
+	if share := float64(copies) / n * 100; share < 45 || share > 55 {
+		t.Errorf("%d of %d calls copied (%.1f%%), want 50 ± 5", copies, n, share)
+	}
 }

@@ -60,16 +60,9 @@ func summarize(cfg *configv1.Config, addr func(name string) net.Addr) startSumma
 	}
 
 	for _, l := range cfg.GetListeners() {
-		tls := "plaintext"
-		if t := l.GetTls(); t != nil {
-			tls = "TLS"
-			if t.GetClientAuth() == "REQUIRE_AND_VERIFY" || t.GetClientAuth() == "VERIFY_IF_GIVEN" {
-				tls = "mTLS"
-			}
-		}
 		s.listeners = append(s.listeners, listenerLine{
 			name: l.GetName(), address: bound(l.GetName(), l.GetAddress()),
-			protocol: config.ListenerProtocol(l), tls: tls, requireAuth: l.GetRequireAuth(),
+			protocol: config.ListenerProtocol(l), tls: tlsMode(l.GetTls()), requireAuth: l.GetRequireAuth(),
 		})
 		if !loopback(l.GetAddress()) && !l.GetRequireAuth() && !anyAuth {
 			s.warnings = append(s.warnings, fmt.Sprintf(
@@ -78,10 +71,11 @@ func summarize(cfg *configv1.Config, addr func(name string) net.Addr) startSumma
 		}
 	}
 	if a := cfg.GetAdmin(); a != nil {
-		s.listeners = append(s.listeners, listenerLine{name: "admin", address: bound("admin", a.GetAddress()), protocol: "admin", tls: "plaintext"})
-		if !loopback(a.GetAddress()) {
+		s.listeners = append(s.listeners, listenerLine{name: "admin", address: bound("admin", a.GetAddress()), protocol: "admin",
+			tls: tlsMode(a.GetTls()), requireAuth: a.GetAuth() != nil})
+		if !loopback(a.GetAddress()) && a.GetAuth() == nil {
 			s.warnings = append(s.warnings, fmt.Sprintf(
-				"the admin listener (%s) is not on loopback: it serves the admin API without credentials; make sure only an internal network reaches it",
+				"the admin listener (%s) is not on loopback and has no admin.auth: anyone who reaches it can read the config, reload it and scrape metrics; set admin.auth, or make sure only an internal network reaches it",
 				a.GetAddress()))
 		}
 	}
@@ -124,7 +118,7 @@ func summarize(cfg *configv1.Config, addr func(name string) net.Addr) startSumma
 		if rt := r.GetRetry(); rt != nil && !idempotentOnly(r) {
 			if rt.GetAttempts() > 1 {
 				s.warnings = append(s.warnings, fmt.Sprintf(
-					"route %s retries calls (up to %d attempts): a retried call that is not idempotent may take effect twice; limit retries to idempotent methods (match.method or http_method GET)",
+					"route %s retries calls (up to %d attempts): a retried call that is not idempotent may take effect twice; limit the route to idempotent REST methods (match.http_method GET, HEAD, OPTIONS, PUT or DELETE) or leave retry off for calls that are not idempotent",
 					r.GetName(), rt.GetAttempts()))
 			}
 			if rt.GetHedgeDelay() != nil {
@@ -172,6 +166,18 @@ func routeTarget(r *configv1.Route) string {
 	default:
 		return r.GetBackend()
 	}
+}
+
+// tlsMode words a listener's TLS: plaintext, TLS, or mTLS when client
+// certificates are asked for.
+func tlsMode(t *configv1.ListenerTls) string {
+	switch {
+	case t == nil:
+		return "plaintext"
+	case t.GetClientAuth() == "REQUIRE_AND_VERIFY" || t.GetClientAuth() == "VERIFY_IF_GIVEN":
+		return "mTLS"
+	}
+	return "TLS"
 }
 
 // idempotentOnly reports whether a route only takes REST methods that are

@@ -194,6 +194,37 @@ func TestManifests(t *testing.T) {
 		t.Errorf("the Redis password (%q in the config) must come from a Secret through the environment", want)
 	}
 
+	// Every keys file the config reads is in a Secret mounted read-only.
+	for i, ks := range cfg.GetAuthentication().GetApiKeys() {
+		f := ks.GetKeysFile()
+		if f == "" {
+			continue
+		}
+		fromSecret := false
+		for _, vm := range c.VolumeMounts {
+			for _, v := range pod.Volumes {
+				if v.Name == vm.Name && v.Secret != nil && vm.ReadOnly && filepath.Dir(f) == filepath.Clean(vm.MountPath) {
+					fromSecret = true
+				}
+			}
+		}
+		if !fromSecret {
+			t.Errorf("authentication.api_keys[%d].keys_file %s is not in a Secret mounted read-only", i, f)
+		}
+	}
+
+	// The admin listener binds every interface (the kubelet probes it), so
+	// its API must need credentials; the probes stay open (the kubelet
+	// sends none): admin.auth exempts them.
+	if a := cfg.GetAdmin(); !strings.HasPrefix(a.GetAddress(), "127.") && a.GetAuth() == nil {
+		t.Errorf("the admin listener %s is reachable from the pod network without admin.auth", a.GetAddress())
+	}
+	for _, p := range []*corev1.Probe{c.StartupProbe, c.LivenessProbe, c.ReadinessProbe} {
+		if p != nil && p.HTTPGet != nil && len(p.HTTPGet.HTTPHeaders) > 0 {
+			t.Errorf("probe %s sends headers: the probes need no credentials", p.HTTPGet.Path)
+		}
+	}
+
 	// The Service, the PDB and the HPA point at the Deployment.
 	sel := d.Spec.Selector.MatchLabels
 	for what, s := range map[string]map[string]string{

@@ -32,6 +32,9 @@ type Info struct {
 	upstream time.Duration // summed duration of the ended attempts
 
 	incoming metadata.MD // the chain's own copy of the incoming metadata
+
+	pinned  any // the route table the call is matched against (PinTable)
+	matched any // the route the pinned table gives the call (SetMatch)
 }
 
 // Decision is the gateway's policy verdict on a call. The zero value is
@@ -97,6 +100,59 @@ func (in *Info) SetRoute(route, backend string) {
 	in.mu.Lock()
 	in.route, in.backend = route, backend
 	in.mu.Unlock()
+}
+
+// SetRouteName records the route that matched, before a backend is
+// picked: the backend recorded so far is kept when the route is the same,
+// cleared otherwise.
+func (in *Info) SetRouteName(route string) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	if in.route != route {
+		in.route, in.backend = route, ""
+	}
+	in.mu.Unlock()
+}
+
+// PinTable records v (the router's route table, opaque here) as the one
+// the call is matched against, unless one is recorded already, and returns
+// the one recorded. Every layer that matches the call's route (auth, quota,
+// the director) thus uses the same table, even when a reload swaps in
+// another one while the call passes through them. On a nil Info it
+// returns v.
+func (in *Info) PinTable(v any) any {
+	if in == nil {
+		return v
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	if in.pinned == nil {
+		in.pinned = v
+	}
+	return in.pinned
+}
+
+// SetMatch records m, the route the pinned table gives the call (opaque
+// here), so that later layers need not match again.
+func (in *Info) SetMatch(m any) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	in.matched = m
+	in.mu.Unlock()
+}
+
+// Match returns what SetMatch recorded; nil when nothing was.
+func (in *Info) Match() any {
+	if in == nil {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.matched
 }
 
 // Route returns the route name and backend name recorded by SetRoute.
