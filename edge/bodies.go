@@ -29,7 +29,14 @@ import (
 // chunk after chunk with no delimiters, with the Content-Type of the first
 // chunk; a stream that fails after the first chunk is aborted (the client
 // sees a truncated transfer, never a short file that looks complete); one
-// that fails before it gets an HTTP error status, as any REST call.
+// that fails before it gets an HTTP error status, as any REST call. A
+// client stream of google.api.HttpBody (with or without a response
+// stream) takes a plain HTTP upload of any size, chunked or not, unbounded
+// by max_message_bytes: it is sent as a stream of HttpBody messages of at
+// most max_message_bytes each (encoded), content_type the request's; the
+// call is half-closed at the end of the body and its response is the
+// answer. An error from the backend before the end of the upload is
+// answered at once with its HTTP status and google.rpc.Status body.
 //
 // multipart/form-data. A request with that Content-Type whose body is not a
 // google.api.HttpBody is mapped onto the body message part by part, by the
@@ -67,12 +74,19 @@ func isHTTPBody(md protoreflect.MessageDescriptor) bool {
 type typedBody struct {
 	io.ReadCloser
 	contentType string
+	// chunk, when above 0, makes each decode of a google.api.HttpBody
+	// take at most chunk bytes of the body (an upload to a client stream,
+	// streams.go) instead of all of it; io.EOF once it is all taken.
+	chunk int
 }
 
 // withTypedBody returns r with its body wrapped in a typedBody.
 func withTypedBody(r *http.Request) *http.Request {
 	if r.Body == nil || r.Body == http.NoBody {
 		return r
+	}
+	if _, ok := r.Body.(*typedBody); ok {
+		return r // an upload (streams.go), typed already
 	}
 	r2 := r.WithContext(r.Context())
 	r2.Body = &typedBody{ReadCloser: r.Body, contentType: r.Header.Get("Content-Type")}
@@ -140,15 +154,21 @@ func (m *bodyMarshaler) Marshal(v any) ([]byte, error) {
 }
 
 // NewDecoder decodes r into an HttpBody raw, a multipart/form-data body
-// part by part, anything else as JSON.
+// part by part, anything else as JSON. One decoder reads a stream of
+// messages (a client stream's newline-delimited JSON) with one JSON
+// decoder, which buffers ahead.
 func (m *bodyMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
+	var json runtime.Decoder // made at the first JSON message
 	return runtime.DecoderFunc(func(v any) error {
-		contentType := ""
+		contentType, chunk := "", 0
 		if tb, ok := r.(*typedBody); ok {
-			contentType = tb.contentType
+			contentType, chunk = tb.contentType, tb.chunk
 		}
 		target, isProto := protoTarget(v)
 		if isProto && isHTTPBody(target.Descriptor()) {
+			if chunk > 0 {
+				return decodeHTTPBodyChunk(r, contentType, chunk, target)
+			}
 			return decodeHTTPBody(r, contentType, target)
 		}
 		if mt, params, err := mime.ParseMediaType(contentType); err == nil && mt == "multipart/form-data" {
@@ -157,7 +177,10 @@ func (m *bodyMarshaler) NewDecoder(r io.Reader) runtime.Decoder {
 			}
 			return decodeMultipart(r, params["boundary"], target)
 		}
-		return m.Marshaler.NewDecoder(r).Decode(v)
+		if json == nil {
+			json = m.Marshaler.NewDecoder(r)
+		}
+		return json.Decode(v)
 	})
 }
 
@@ -194,6 +217,34 @@ func decodeHTTPBody(r io.Reader, contentType string, msg protoreflect.Message) e
 		msg.Set(df, protoreflect.ValueOfBytes(data))
 	}
 	return nil
+}
+
+// decodeHTTPBodyChunk fills an HttpBody with the next chunk of at most n
+// bytes of the raw body (fewer only at its end) and its content type;
+// io.EOF when no byte is left. An empty body is no message at all.
+func decodeHTTPBodyChunk(r io.Reader, contentType string, n int, msg protoreflect.Message) error {
+	buf := make([]byte, n)
+	got, err := io.ReadFull(r, buf)
+	switch {
+	case got == 0 && (err == io.EOF || err == io.ErrUnexpectedEOF):
+		return io.EOF
+	case err != nil && err != io.EOF && err != io.ErrUnexpectedEOF:
+		return err
+	}
+	ct, df := httpBodyFields(msg)
+	if contentType != "" {
+		msg.Set(ct, protoreflect.ValueOfString(contentType))
+	}
+	msg.Set(df, protoreflect.ValueOfBytes(buf[:got]))
+	return nil
+}
+
+// uploadChunk is the size of the chunks of an upload to a client stream of
+// google.api.HttpBody whose messages may take maxMsg bytes encoded: the
+// data, less what the content type and the fields' tags and lengths take.
+func uploadChunk(maxMsg int, contentType string) int {
+	const overhead = 16 // two tags and two varint lengths, generously
+	return max(maxMsg-len(contentType)-overhead, 1)
 }
 
 // decodeMultipart maps a multipart/form-data body onto msg's string and

@@ -250,6 +250,19 @@ func (g *Gateway) newRESTHandler(ctx context.Context, conn *grpc.ClientConn) (*r
 	return h, nil
 }
 
+// restHandlerFor returns the REST handler of the shared listener whose
+// in-process connection is conn, nil when there is none.
+func (g *Gateway) restHandlerFor(conn *grpc.ClientConn) *restHandler {
+	g.schema.mu.Lock()
+	defer g.schema.mu.Unlock()
+	for _, h := range g.schema.rests {
+		if h.conn == conn {
+			return h
+		}
+	}
+	return nil
+}
+
 // rebuild builds a new mux for set and swaps it in. Registration order sets
 // precedence (grpc-gateway tries the last registered first): /openapi.json,
 // then compiled-in services, then runtime schemas, so that a backend's
@@ -302,18 +315,33 @@ func (g *Gateway) restMuxOptions(set *transcode.Set) []runtime.ServeMuxOption {
 // forwardedHeader forwards the allowlisted REST request headers as gRPC
 // metadata under their lower-case names; never hop-by-hop, reserved
 // (grpc-*), pseudo or the gateway's own (x-gatehouse-*) headers.
-// grpc-gateway itself always forwards authorization and x-forwarded-for and
-// sets x-forwarded-host.
+//
+// Two headers take another way. grpc-gateway itself always forwards
+// Authorization (whatever the allowlist says) and derives x-forwarded-for
+// and x-forwarded-host from the request, so the matcher leaves them to it:
+// forwarding them here too would send every value twice. User-Agent is
+// reserved by gRPC, which sets its own on every hop (the in-process one
+// included), so the client's goes as x-forwarded-user-agent.
 func (g *Gateway) forwardedHeader(key string) (string, bool) {
 	k, ok := incomingHeader(key)
-	if !ok {
+	if !ok || k == "authorization" || k == ForwardedUserAgent {
+		// x-forwarded-user-agent is the gateway's word, never the client's.
 		return "", false
 	}
 	if allow := g.schema.headers.Load(); allow != nil && (*allow)[k] {
+		if k == "user-agent" {
+			return ForwardedUserAgent, true
+		}
 		return k, true
 	}
 	return "", false
 }
+
+// ForwardedUserAgent is the metadata key that carries a REST client's
+// User-Agent header to the chain and the backend (when user-agent is in
+// rest.forward_headers, as it is by default): gRPC reserves user-agent for
+// its own on every hop.
+const ForwardedUserAgent = "x-forwarded-user-agent"
 
 // defaultForwardHeaders are forwarded unless Config.rest.forward_headers
 // says otherwise.

@@ -11,7 +11,6 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/gatehouse-dev/gatehouse/routing"
 	"github.com/gatehouse-dev/gatehouse/transcode"
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
 	"google.golang.org/genproto/googleapis/api/annotations"
@@ -171,8 +170,17 @@ func (b *browser) refreshStreams() error {
 			continue
 		}
 		full := "/" + string(md.Parent().FullName()) + "/" + string(md.Name())
+		noAuto := b.noAutoMapping(full)
 		seen := map[string]bool{}
 		for _, rule := range restRules(md) {
+			if noAuto && rule.path == full {
+				continue // backends[].schema.auto_mapping: false
+			}
+			if md.IsStreamingClient() && isHTTPBody(md.Input()) && rule.body != "" {
+				if err := m.streams.HandlePath(rule.method, rule.path, b.uploadHandler); err != nil {
+					b.g.log.Warn("upload path ignored", "method", full, "path", rule.path, "error", err)
+				}
+			}
 			if md.IsStreamingServer() && !md.IsStreamingClient() {
 				if err := m.streams.HandlePath(rule.method, rule.path, b.serverStreamHandler(md, full, rule)); err != nil {
 					b.g.log.Warn("browser stream path ignored", "method", full, "path", rule.path, "error", err)
@@ -189,6 +197,35 @@ func (b *browser) refreshStreams() error {
 	}
 	b.streams.Store(m)
 	return nil
+}
+
+// noAutoMapping reports whether a method comes from the runtime schema of a
+// backend whose auto_mapping is off: its POST and GET /pkg.Service/Method
+// paths are then not served, as REST does not serve them.
+func (b *browser) noAutoMapping(full string) bool {
+	set := b.g.Schemas()
+	m, ok := set.Method(full)
+	if !ok {
+		return false
+	}
+	s, ok := set.Schema(m.Backend)
+	return ok && !s.AutoMapping
+}
+
+// uploadHandler serves an upload to a client stream of google.api.HttpBody
+// (bodies.go): the listener's REST handler, without the body limit of
+// every other REST request (the body goes in chunks of at most
+// max_message_bytes), its decoder told the chunk size.
+func (b *browser) uploadHandler(w http.ResponseWriter, r *http.Request, _ map[string]string) {
+	h := b.g.restHandlerFor(b.conn)
+	if h == nil || r.Body == nil || r.Body == http.NoBody {
+		b.rest.ServeHTTP(w, r)
+		return
+	}
+	ct := r.Header.Get("Content-Type")
+	r2 := r.WithContext(r.Context()) // net/http keeps the original's Body
+	r2.Body = &typedBody{ReadCloser: r.Body, contentType: ct, chunk: uploadChunk(b.maxMsg, ct)}
+	h.ServeHTTP(w, r2)
 }
 
 // jsonOptions are the REST JSON options in force (config rest block).
@@ -275,17 +312,53 @@ func negotiateStream(accept string) int {
 	return best
 }
 
-// httpStatus is the HTTP status of a failed REST call, as restError maps
-// it.
-func httpStatus(err error) (int, *status.Status) {
-	st := status.Convert(err)
-	switch {
-	case routing.IsOverloaded(err):
-		return http.StatusServiceUnavailable, st
-	case routing.IsNoRoute(err):
-		return http.StatusNotFound, st
+// restMetadata is the metadata of a REST stream's in-process call: that of
+// any browser call (callMetadata), with the request's headers forwarded by
+// the REST rules (Gateway.forwardedHeader: the rest.forward_headers
+// allowlist, the client's User-Agent as x-forwarded-user-agent), so that a
+// server stream carries what a unary REST call carries. Authorization
+// always goes, as grpc-gateway forwards it.
+func (b *browser) restMetadata(r *http.Request) metadata.MD {
+	md := callMetadata(r, true)
+	forwarded := metadata.MD{}
+	for k := range r.Header {
+		key, ok := incomingHeader(k)
+		if !ok || key == "authorization" || key == "x-forwarded-for" || key == "x-forwarded-host" {
+			continue
+		}
+		if name, ok := b.g.forwardedHeader(k); ok && len(md[key]) > 0 {
+			forwarded[name] = md[key]
+		}
 	}
-	return runtime.HTTPStatusFromCode(st.Code()), st
+	for k := range r.Header {
+		if key, ok := incomingHeader(k); ok && key != "authorization" && key != "x-forwarded-for" && key != "x-forwarded-host" {
+			delete(md, key)
+		}
+	}
+	for k, vs := range forwarded {
+		md[k] = vs
+	}
+	return md
+}
+
+// streamError answers a REST stream that failed before its first message
+// as the REST handlers answer a failed call (restError, with the
+// listener's REST mux): the HTTP status of its code (404 for no route, 503
+// when shed), a google.rpc.Status body, and for UNAUTHENTICATED the
+// WWW-Authenticate challenge that grpc-gateway's error handler copies from
+// the status message (which the auth interceptor makes the challenge).
+// Response headers are the caller's to have set already.
+func (b *browser) streamError(w http.ResponseWriter, r *http.Request, err error) {
+	h := b.g.restHandlerFor(b.conn)
+	if h == nil {
+		st := status.Convert(err)
+		writeStatus(w, &runtime.JSONPb{}, runtime.HTTPStatusFromCode(st.Code()), st)
+		return
+	}
+	// Empty server metadata: the headers are set, and grpc-gateway logs
+	// an error when there is none.
+	ctx := runtime.NewServerMetadataContext(r.Context(), runtime.ServerMetadata{})
+	restError(ctx, h.mux.Load(), &runtime.JSONPb{}, w, r, err)
 }
 
 func (b *browser) serverStreamHandler(md protoreflect.MethodDescriptor, full string, rule restRule) runtime.HandlerFunc {
@@ -298,14 +371,14 @@ func (b *browser) serveServerStream(w http.ResponseWriter, r *http.Request, md p
 	format := negotiateStream(r.Header.Get("Accept"))
 	req, err := b.requestMessage(r, md, rule, params)
 	if err != nil {
-		code, st := httpStatus(err)
-		if st.Code() == codes.ResourceExhausted {
-			code = http.StatusRequestEntityTooLarge
+		if st := status.Convert(err); st.Code() == codes.ResourceExhausted { // the body limit
+			writeStatus(w, &runtime.JSONPb{}, http.StatusRequestEntityTooLarge, st)
+			return
 		}
-		writeStatus(w, &runtime.JSONPb{}, code, st)
+		b.streamError(w, r, err)
 		return
 	}
-	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(r.Context(), callMetadata(r, true)))
+	ctx, cancel := context.WithCancel(metadata.NewOutgoingContext(r.Context(), b.restMetadata(r)))
 	defer cancel()
 	cs, err := b.conn.NewStream(ctx, &bidiDesc, full, grpc.ForceCodecV2(b.codec))
 	if err == nil {
@@ -338,8 +411,7 @@ func (b *browser) serveServerStream(w http.ResponseWriter, r *http.Request, md p
 				responseHeader(w.Header(), hdr)
 			}
 		}
-		code, st := httpStatus(err)
-		writeStatus(w, &runtime.JSONPb{}, code, st)
+		b.streamError(w, r, err)
 		return
 	}
 	sw.end(err)

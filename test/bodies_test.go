@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -22,9 +23,12 @@ import (
 	filesv1 "github.com/gatehouse-dev/gatehouse/gen/examples/files/v1"
 	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/genproto/googleapis/api/httpbody"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	spb "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoregistry"
@@ -387,5 +391,109 @@ routes: [{ name: paint, match: { service: "examples.colorrt.v1.PaintService" }, 
 	r = sendBody(t, c, "GET", "http://"+g.Addr("edge").String()+"/v1/paint/COLOR_GREEN:watch", "", nil)
 	if r.status != 400 {
 		t.Fatalf("unknown enum name: %d %q", r.status, r.body)
+	}
+}
+
+// uploadLimit is the max_message_bytes of TestBodiesStreamUpload's
+// listener: an upload larger than it must still go through, in chunks.
+const uploadLimit = 1 << 20
+
+// failingUpload refuses a streamed upload once it has received more than
+// one uploadLimit of data.
+type failingUpload struct{ *files.Server }
+
+func (f failingUpload) UploadStream(s grpc.ClientStreamingServer[httpbody.HttpBody, filesv1.UploadStreamResponse]) error {
+	n := 0
+	for {
+		c, err := s.Recv()
+		if err != nil {
+			return err
+		}
+		if n += len(c.GetData()); n > uploadLimit {
+			st, _ := status.New(codes.PermissionDenied, "quota exceeded").WithDetails(&errdetails.QuotaFailure{
+				Violations: []*errdetails.QuotaFailure_Violation{{Subject: "uploads", Description: "over 1 MiB"}},
+			})
+			return st.Err()
+		}
+	}
+}
+
+// TestBodiesStreamUpload: a plain HTTP upload (chunked or not, HTTP/1.1
+// and HTTP/2) to a client stream of google.api.HttpBody, larger than the
+// listener's max_message_bytes, reaches the backend intact as several
+// messages of at most that size, with the request's Content-Type; the
+// answer is the call's response. An error the backend returns mid-upload is
+// answered with its HTTP status and google.rpc.Status body. The generated
+// handlers and runtime transcoding (descriptor set) behave alike.
+func TestBodiesStreamUpload(t *testing.T) {
+	dset := writeDescriptorSet(t, "examples/files/v1/files.proto")
+	for _, v := range []struct {
+		name, schema string
+		opts         []edge.Option
+	}{
+		{name: "generated", opts: []edge.Option{edge.WithREST(demo.REST()...)}},
+		{name: "descriptor_set", schema: fmt.Sprintf("schema: { descriptor_set: %q }", dset)},
+	} {
+		t.Run(v.name, func(t *testing.T) {
+			gatewayFor := func(backend string) string {
+				g := startGateway(t, fmt.Sprintf(`
+listeners: [{ name: edge, address: "127.0.0.1:0", limits: { max_message_bytes: %d } }]
+backends:
+  - name: files
+    endpoints: [%q]
+    %s
+routes:
+  - { name: files, match: { service: "examples.files.v1.FileService" }, backend: files }
+`, uploadLimit, backend, v.schema), v.opts...)
+				return "http://" + g.Addr("edge").String()
+			}
+			base := gatewayFor(startFilesBackend(t, nil))
+			failing := gatewayFor(startFilesBackend(t, failingUpload{files.New()}))
+			file := randomBytes(t, 3<<20+12345)
+			wantChunks := (len(file) + uploadLimit - 1) / uploadLimit // at least: each chunk is under the limit
+			for _, h2 := range []bool{false, true} {
+				for _, chunked := range []bool{false, true} {
+					name := fmt.Sprintf("h2=%v chunked=%v", h2, chunked)
+					var body io.Reader = bytes.NewReader(file)
+					if chunked {
+						body = unsized{body}
+					}
+					r := sendBody(t, httpClient(t, h2), "POST", base+"/v1/blobs:stream", "application/x-upload", body)
+					var resp struct {
+						File struct {
+							Name, ContentType, Size, Sha256 string
+						}
+						Chunks int
+					}
+					if r.status != 200 {
+						t.Fatalf("%s: %d %.300s", name, r.status, r.body)
+					}
+					if err := json.Unmarshal(r.body, &resp); err != nil {
+						t.Fatalf("%s: %v: %s", name, err, r.body)
+					}
+					if resp.File.Sha256 != sha(file) || resp.File.Size != fmt.Sprint(len(file)) || resp.File.ContentType != "application/x-upload" || resp.Chunks < wantChunks {
+						t.Errorf("%s: stored %+v, want %d bytes of sha256 %s, application/x-upload, in %d messages or more", name, resp, len(file), sha(file), wantChunks)
+					}
+					d := sendBody(t, httpClient(t, h2), "GET", base+"/v1/blobs/"+resp.File.Name+":chunks?chunk_size=100000", "", nil)
+					if d.status != 200 || !bytes.Equal(d.body, file) {
+						t.Errorf("%s: download of the upload: %d, %d bytes, equal %v", name, d.status, len(d.body), bytes.Equal(d.body, file))
+					}
+
+					// The backend refuses the upload after its first MiB.
+					body = bytes.NewReader(file)
+					if chunked {
+						body = unsized{body}
+					}
+					r = sendBody(t, httpClient(t, h2), "POST", failing+"/v1/blobs:stream", "application/x-upload", body)
+					var st spb.Status
+					if err := protojson.Unmarshal(r.body, &st); err != nil {
+						t.Fatalf("%s: refused upload: %d, body %.300q: %v", name, r.status, r.body, err)
+					}
+					if r.status != 403 || codes.Code(st.GetCode()) != codes.PermissionDenied || st.GetMessage() != "quota exceeded" || len(st.GetDetails()) != 1 {
+						t.Errorf("%s: refused upload: %d %s, want 403 with the backend's google.rpc.Status", name, r.status, r.body)
+					}
+				}
+			}
+		})
 	}
 }

@@ -2,7 +2,9 @@ package test
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -112,6 +114,47 @@ func (shelfServer) WatchBooks(r *shelfv1.WatchBooksRequest, s grpc.ServerStreami
 		}
 	}
 	return nil
+}
+
+// ImportBooks counts the books of the stream and lists their titles; a
+// book titled "fail" ends the call with INVALID_ARGUMENT.
+func (shelfServer) ImportBooks(s grpc.ClientStreamingServer[shelfv1.ImportBooksRequest, shelfv1.ImportBooksResponse]) error {
+	_ = s.SetHeader(metadata.Pairs("x-shelf", "import"))
+	resp := &shelfv1.ImportBooksResponse{}
+	for {
+		r, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return s.SendAndClose(resp)
+		}
+		if err != nil {
+			return err
+		}
+		if r.GetBook().GetTitle() == "fail" {
+			return status.Errorf(codes.InvalidArgument, "book %d of %s: refused", resp.Count, r.GetParent())
+		}
+		resp.Count++
+		resp.Titles = append(resp.Titles, r.GetBook().GetTitle())
+	}
+}
+
+// EchoBooks answers each request with its title and position; a title
+// "fail" ends the call with FAILED_PRECONDITION.
+func (shelfServer) EchoBooks(s grpc.BidiStreamingServer[shelfv1.EchoBooksRequest, shelfv1.EchoBooksResponse]) error {
+	for i := int32(0); ; i++ {
+		r, err := s.Recv()
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if r.GetTitle() == "fail" {
+			return status.Errorf(codes.FailedPrecondition, "echo %d refused", i)
+		}
+		if err := s.Send(&shelfv1.EchoBooksResponse{Title: r.GetTitle(), Index: i}); err != nil {
+			return err
+		}
+	}
 }
 
 func (shelfServer) CountBooks(context.Context, *shelfv1.CountBooksRequest) (*shelfv1.CountBooksResponse, error) {

@@ -17,10 +17,19 @@
 // runtime functions (AnnotateContext, the mux's marshalers,
 // PopulateFieldFromPath, PopulateQueryParameters, HTTPError,
 // ForwardResponseMessage), over dynamicpb messages, so that a REST client
-// gets the same answers from a runtime schema as from generated code. Two
-// things are stricter, on purpose: a field set by both the path and the
-// body with different values is refused, and in strict mode so are query
-// parameters that name no field.
+// gets the same answers from a runtime schema as from generated code.
+// Client- and bidi-streaming methods are served as generated handlers
+// serve them: the body is a sequence of requests read with the inbound
+// marshaler's decoder (newline-delimited JSON, one message per line), the
+// call is half-closed at its end, and the answer is the one response
+// (ForwardResponseMessage) or, for bidi, the response stream
+// (ForwardResponseStream).
+//
+// Two things are stricter, on purpose: a field set by both the path and the
+// body is refused (INVALID_ARGUMENT, 400, naming the field), even with the
+// same value or the field's default (the body's JSON is looked at for the
+// field's key), and in strict mode so are query parameters that name no
+// field.
 //
 // OpenAPI builds an OpenAPI 3.1 document from a Set.
 package transcode

@@ -3,6 +3,7 @@ package transcode
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -51,11 +52,6 @@ func Register(mux *runtime.ServeMux, conn grpc.ClientConnInterface, set *Set, op
 	schemas := set.Schemas()
 	for i := len(schemas) - 1; i >= 0; i-- {
 		for _, m := range byBackend[schemas[i].Backend] {
-			if m.Desc.IsStreamingClient() {
-				// Client and bidi streams need newline-delimited JSON
-				// bodies; not transcoded yet.
-				continue
-			}
 			for _, b := range bindingsOf(m) {
 				b.mux, b.conn, b.strict = mux, conn, opts.StrictQuery
 				if err := b.prepare(); err != nil {
@@ -94,9 +90,6 @@ type Binding struct {
 func Bindings(set *Set) []Binding {
 	var out []Binding
 	for _, m := range set.Methods() {
-		if m.Desc.IsStreamingClient() {
-			continue
-		}
 		for _, b := range bindingsOf(m) {
 			out = append(out, b.Binding)
 		}
@@ -146,6 +139,7 @@ type binding struct {
 	params    []param
 	bodyPath  []protoreflect.FieldDescriptor // nil for "" and "*"
 	respPath  []protoreflect.FieldDescriptor // nil for the whole response
+	overlaps  []overlapKey                   // path parameters that name a field inside the body
 	filter    *utilities.DoubleArray
 	hasQuery  bool
 	fieldMask protoreflect.FieldDescriptor // PATCH: filled from the body when unset
@@ -215,6 +209,23 @@ func (b *binding) prepare() error {
 		}
 		b.params = append(b.params, p)
 		seqs = append(seqs, strings.Split(name, "."))
+		// A parameter naming a field inside the body: where the body
+		// would hold it, as JSON keys (proto and JSON name) from the body's
+		// root.
+		var rel []protoreflect.FieldDescriptor
+		switch {
+		case b.Body == "*":
+			rel = fp
+		case b.bodyPath != nil && len(fp) > len(b.bodyPath) && slices.Equal(fp[:len(b.bodyPath)], b.bodyPath):
+			rel = fp[len(b.bodyPath):]
+		}
+		if rel != nil {
+			o := overlapKey{name: name}
+			for _, fd := range rel {
+				o.keys = append(o.keys, [2]string{string(fd.Name()), fd.JSONName()})
+			}
+			b.overlaps = append(b.overlaps, o)
+		}
 	}
 	b.filter = utilities.NewDoubleArray(seqs)
 	// As grpc-gateway's generator: query parameters are read unless the body
@@ -267,6 +278,10 @@ func (b *binding) serve(w http.ResponseWriter, req *http.Request, pathParams map
 		runtime.HTTPError(req.Context(), b.mux, outbound, w, req, err)
 		return
 	}
+	if b.Method.Desc.IsStreamingClient() {
+		b.serveClientStream(ctx, w, req, inbound, outbound)
+		return
+	}
 	msg := b.Method.In.New()
 	if err := b.decode(inbound, req, msg, pathParams); err != nil {
 		runtime.HTTPError(ctx, b.mux, outbound, w, req, err)
@@ -314,21 +329,137 @@ func (b *binding) serveStream(ctx context.Context, w http.ResponseWriter, req *h
 	}, b.mux.GetForwardResponseOptions()...)
 }
 
+var (
+	clientStreamDesc = &grpc.StreamDesc{ClientStreams: true}
+	bidiStreamDesc   = &grpc.StreamDesc{ClientStreams: true, ServerStreams: true}
+)
+
+// serveClientStream serves a client- or bidi-streaming method as
+// grpc-gateway's generated handlers do: the body is a sequence of
+// requests, read with the inbound marshaler's decoder (newline-delimited
+// JSON; chunks of a raw upload for google.api.HttpBody, see the edge's
+// body marshaler); path and query parameters are not read. A client
+// stream is answered with its one response (ForwardResponseMessage), a
+// bidi stream with ForwardResponseStream while the body is still being
+// sent.
+func (b *binding) serveClientStream(ctx context.Context, w http.ResponseWriter, req *http.Request, inbound, outbound runtime.Marshaler) {
+	bidi := b.Method.Desc.IsStreamingServer()
+	desc := clientStreamDesc
+	if bidi {
+		desc = bidiStreamDesc
+	}
+	var md runtime.ServerMetadata
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	st, err := b.conn.NewStream(ctx, desc, b.Method.FullMethod)
+	if err != nil {
+		runtime.HTTPError(ctx, b.mux, outbound, w, req, err)
+		return
+	}
+	dec := inbound.NewDecoder(req.Body)
+	// send decodes and sends one request; io.EOF when the body or the
+	// call has ended.
+	send := func() error {
+		msg := b.Method.In.New()
+		if err := dec.Decode(msg.Interface()); err != nil {
+			if errors.Is(err, io.EOF) {
+				return io.EOF
+			}
+			return invalid("%v", err)
+		}
+		return st.SendMsg(msg.Interface())
+	}
+	if bidi {
+		// The body is read while responses are written (over HTTP/1.1
+		// too: full duplex); the handler returns only once the call is
+		// over (cancel unblocks a send) and the body no longer read.
+		_ = http.NewResponseController(w).EnableFullDuplex()
+		sent := make(chan struct{})
+		defer func() {
+			cancel()
+			<-sent
+		}()
+		go func() {
+			defer close(sent)
+			for send() == nil {
+			}
+			_ = st.CloseSend()
+		}()
+		if md.HeaderMD, err = st.Header(); err != nil {
+			runtime.HTTPError(ctx, b.mux, outbound, w, req, b.statusOf(st, err))
+			return
+		}
+		ctx = runtime.NewServerMetadataContext(ctx, md)
+		runtime.ForwardResponseStream(ctx, b.mux, outbound, w, req, func() (proto.Message, error) {
+			resp := b.Method.Out.New()
+			if err := st.RecvMsg(resp.Interface()); err != nil {
+				return nil, err
+			}
+			return b.responseOf(resp, outbound), nil
+		}, b.mux.GetForwardResponseOptions()...)
+		return
+	}
+	for {
+		if err = send(); errors.Is(err, io.EOF) {
+			break // the body is done, or the backend answered early
+		}
+		if err != nil {
+			runtime.HTTPError(ctx, b.mux, outbound, w, req, err)
+			return
+		}
+	}
+	if err = st.CloseSend(); err == nil {
+		md.HeaderMD, err = st.Header()
+	}
+	if err != nil {
+		runtime.HTTPError(runtime.NewServerMetadataContext(ctx, md), b.mux, outbound, w, req, b.statusOf(st, err))
+		return
+	}
+	resp := b.Method.Out.New()
+	err = st.RecvMsg(resp.Interface())
+	md.TrailerMD = st.Trailer()
+	ctx = runtime.NewServerMetadataContext(ctx, md)
+	if err != nil {
+		runtime.HTTPError(ctx, b.mux, outbound, w, req, err)
+		return
+	}
+	runtime.ForwardResponseMessage(ctx, b.mux, outbound, w, req, b.responseOf(resp, outbound), b.mux.GetForwardResponseOptions()...)
+}
+
+// statusOf returns the status a stream ended with when err, from Header
+// or CloseSend, is not one (io.EOF): RecvMsg has it.
+func (b *binding) statusOf(st grpc.ClientStream, err error) error {
+	if _, ok := status.FromError(err); ok && !errors.Is(err, io.EOF) {
+		return err
+	}
+	if rerr := st.RecvMsg(b.Method.Out.New().Interface()); rerr != nil && !errors.Is(rerr, io.EOF) {
+		return rerr
+	}
+	return status.Error(codes.Internal, "the stream ended without a response")
+}
+
 func invalid(format string, args ...any) error {
 	return status.Errorf(codes.InvalidArgument, format, args...)
 }
 
 // decode fills msg from the body, the path and the query.
 func (b *binding) decode(m runtime.Marshaler, req *http.Request, msg protoreflect.Message, pathParams map[string]string) error {
-	var raw []byte // the body, kept for the PATCH field mask
+	var raw []byte // the body, kept for the PATCH field mask and the overlap check
 	if b.Body != "" {
 		body := io.Reader(req.Body)
-		if b.fieldMask != nil {
+		if b.fieldMask != nil || len(b.overlaps) > 0 {
 			var err error
 			if raw, err = io.ReadAll(req.Body); err != nil {
 				return invalid("%v", err)
 			}
 			body = bytes.NewReader(raw)
+		}
+		for _, o := range b.overlaps {
+			// Also a value that decodes to the field's default, which
+			// the decoded message cannot tell from an absent one.
+			if jsonHas(raw, o.keys) {
+				return overlap(o.name)
+			}
 		}
 		var target proto.Message
 		if b.Body == "*" {
@@ -364,19 +495,11 @@ func (b *binding) decode(m runtime.Marshaler, req *http.Request, msg protoreflec
 			// which is ASCII. Refuse here rather than fail to marshal later.
 			return invalid("parameter %s is not valid UTF-8", p.name)
 		}
-		var before protoreflect.Value
-		had := b.Body != "" && hasPath(msg, p.path)
-		if had {
-			before = getPath(msg, p.path)
-			if l, ok := before.Interface().(protoreflect.List); ok {
-				before = copyList(l)
-			}
+		if b.Body != "" && hasPath(msg, p.path) {
+			return overlap(p.name)
 		}
 		if err := p.set(msg, val); err != nil {
 			return invalid("type mismatch, parameter: %s, error: %v", p.name, err)
-		}
-		if had && !equalValue(p.path[len(p.path)-1], before, getPath(msg, p.path)) {
-			return invalid("field %q is set by both the path and the body", p.name)
 		}
 	}
 	if !b.hasQuery && b.strict && req.URL.RawQuery != "" {
@@ -575,33 +698,37 @@ func getPath(msg protoreflect.Message, path []protoreflect.FieldDescriptor) prot
 	return cur.Get(path[len(path)-1])
 }
 
-type listCopy []protoreflect.Value
-
-func copyList(l protoreflect.List) protoreflect.Value {
-	c := make(listCopy, l.Len())
-	for i := range l.Len() {
-		c[i] = l.Get(i)
-	}
-	return protoreflect.ValueOf(c)
+// overlapKey is a path parameter that names a field the body may set too.
+type overlapKey struct {
+	name string      // the parameter, "book.name"
+	keys [][2]string // the field's JSON keys (proto name, JSON name) from the body's root
 }
 
-func equalValue(fd protoreflect.FieldDescriptor, a, b protoreflect.Value) bool {
-	if c, ok := a.Interface().(listCopy); ok {
-		l := b.List()
-		if l.Len() != len(c) {
+// jsonHas reports whether the JSON object data holds a non-null value at
+// keys (each level by proto or JSON name). Malformed JSON holds nothing;
+// the decoder reports it.
+func jsonHas(data []byte, keys [][2]string) bool {
+	for _, k := range keys {
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(data, &obj) != nil {
 			return false
 		}
-		for i := range c {
-			if !c[i].Equal(l.Get(i)) {
-				return false
-			}
+		v, ok := obj[k[0]]
+		if !ok {
+			v, ok = obj[k[1]]
 		}
-		return true
+		if !ok || string(bytes.TrimSpace(v)) == "null" {
+			return false
+		}
+		data = v
 	}
-	if fd.Message() != nil {
-		return proto.Equal(a.Message().Interface(), b.Message().Interface())
-	}
-	return a.Equal(b)
+	return true
+}
+
+// overlap is the error of a field that the body sets and a path
+// parameter names too.
+func overlap(field string) error {
+	return invalid("field %q is set by both the path and the body", field)
 }
 
 // responseOf returns what is written for resp: resp itself, or its

@@ -1,8 +1,10 @@
 package transcode
 
 import (
+	"fmt"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"buf.build/gen/go/bufbuild/protovalidate/protocolbuffers/go/buf/validate"
@@ -32,20 +34,37 @@ type OpenAPIOptions struct {
 // its response_body field), google.rpc.Status for errors, and the
 // protovalidate rules OpenAPI can express (lengths, bounds, patterns,
 // required, item counts).
+//
+// operationIds are unique, as OpenAPI requires: a method's first binding
+// is named service.Method, its additional bindings service.Method2,
+// service.Method3, ... (protoc-gen-openapiv2 numbers them the same way).
+// A binding whose path and verb collapse onto those of an earlier one
+// (GET /v1/{name=shelves/*} and GET /v1/{name=users/*}, say) cannot be a
+// second operation of the same path item: it is listed under
+// x-gatehouse-shadowed, with the operation that took its place, instead.
 func OpenAPI(set *Set, opts OpenAPIOptions) map[string]any {
 	g := &openapiGen{opts: opts, schemas: map[string]any{}}
 	paths := map[string]map[string]any{}
-	var custom []any
-	for _, b := range Bindings(set) {
+	var custom, shadowed []any
+	nth := map[*Method]int{}      // bindings of a method seen so far
+	used := map[string]bool{}     // operationIds handed out
+	reserved := map[string]bool{} // every method's own operationId
+	bindings := Bindings(set)
+	for _, b := range bindings {
+		reserved[operationID(b.Method)] = true
+	}
+	for _, b := range bindings {
 		if opts.Backend != "" && b.Method.Backend != opts.Backend {
 			continue
 		}
+		nth[b.Method]++
 		bd := &binding{Binding: b}
 		if err := bd.prepare(); err != nil {
 			continue
 		}
 		path, params := g.pathOf(bd)
 		op := g.operation(bd, params)
+		op["operationId"] = uniqueID(used, reserved, operationID(b.Method), nth[b.Method])
 		verb := strings.ToLower(b.Verb)
 		if !slices.Contains([]string{"get", "put", "post", "delete", "options", "head", "patch", "trace"}, verb) {
 			custom = append(custom, map[string]any{"method": b.Verb, "path": path, "operation": op})
@@ -54,9 +73,16 @@ func OpenAPI(set *Set, opts OpenAPIOptions) map[string]any {
 		if paths[path] == nil {
 			paths[path] = map[string]any{}
 		}
-		if _, dup := paths[path][verb]; !dup {
-			paths[path][verb] = op
+		if prev, dup := paths[path][verb]; dup {
+			shadowed = append(shadowed, map[string]any{
+				"method": b.Verb, "path": path, "template": b.Path,
+				"x-grpc-method": b.Method.FullMethod,
+				"shadowedBy":    prev.(map[string]any)["operationId"],
+				"operation":     op,
+			})
+			continue
 		}
+		paths[path][verb] = op
 	}
 	g.schemas["google.rpc.Status"] = map[string]any{
 		"type":        "object",
@@ -85,7 +111,27 @@ func OpenAPI(set *Set, opts OpenAPIOptions) map[string]any {
 	if len(custom) > 0 {
 		doc["x-gatehouse-custom-methods"] = custom
 	}
+	if len(shadowed) > 0 {
+		doc["x-gatehouse-shadowed"] = shadowed
+	}
 	return doc
+}
+
+// uniqueID returns the operationId of the n-th binding (from 1) of a
+// method whose base id is base: base, then base2, base3, ..., skipping
+// numbers taken already or reserved as the base id of another method (a
+// method named GetBook2 next to GetBook's additional binding keeps its
+// name).
+func uniqueID(used, reserved map[string]bool, base string, n int) string {
+	id := base
+	if n > 1 {
+		id = base + strconv.Itoa(n)
+	}
+	for i := n + 1; used[id] || (id != base && reserved[id]); i++ {
+		id = base + strconv.Itoa(i)
+	}
+	used[id] = true
+	return id
 }
 
 type openapiGen struct {
@@ -138,11 +184,15 @@ func segmentPattern(segs string) string {
 	return "^" + strings.Join(parts, "/") + "$"
 }
 
+// operationID is the operationId of a method's first binding.
+func operationID(m *Method) string {
+	return string(m.Desc.Parent().FullName()) + "." + string(m.Desc.Name())
+}
+
 func (g *openapiGen) operation(b *binding, params []any) map[string]any {
 	m := b.Method
 	svc := m.Desc.Parent().FullName()
 	op := map[string]any{
-		"operationId":         string(svc) + "." + string(m.Desc.Name()),
 		"tags":                []string{string(svc)},
 		"x-grpc-method":       m.FullMethod,
 		"x-gatehouse-backend": m.Backend,
@@ -154,6 +204,18 @@ func (g *openapiGen) operation(b *binding, params []any) map[string]any {
 		op["parameters"] = params
 	}
 	switch {
+	case m.Desc.IsStreamingClient() && m.In.Descriptor().FullName() == "google.api.HttpBody":
+		op["requestBody"] = map[string]any{
+			"required":    true,
+			"description": "The raw upload, of any size, sent to the method as a stream of google.api.HttpBody chunks with the request's Content-Type.",
+			"content":     map[string]any{"*/*": map[string]any{"schema": map[string]any{"type": "string", "contentMediaType": "application/octet-stream"}}},
+		}
+	case m.Desc.IsStreamingClient():
+		op["requestBody"] = map[string]any{
+			"required":    true,
+			"description": "A stream of requests: newline-delimited JSON, one message per line.",
+			"content":     jsonContent(g.messageRef(m.In.Descriptor())),
+		}
 	case b.Body == "*":
 		op["requestBody"] = map[string]any{"required": true, "content": jsonContent(g.messageRef(m.In.Descriptor()))}
 	case b.bodyPath != nil:
@@ -408,14 +470,26 @@ func applyRules(s map[string]any, r *validate.FieldRules) {
 		return
 	}
 	nm := rm.Get(which).Message()
-	bound := func(field, key string) {
+	// 64-bit integers are JSON strings, which numeric keywords do not
+	// constrain: their bounds go into the description instead.
+	asText := s["type"] == "string"
+	var text []string
+	bound := func(field, key, op string) {
 		fd := nm.Descriptor().Fields().ByName(protoreflect.Name(field))
-		if fd != nil && fd.Message() == nil && nm.Has(fd) {
-			s[key] = nm.Get(fd).Interface()
+		if fd == nil || fd.Message() != nil || !nm.Has(fd) {
+			return
 		}
+		if asText {
+			text = append(text, fmt.Sprintf("%s %v", op, nm.Get(fd).Interface()))
+			return
+		}
+		s[key] = nm.Get(fd).Interface()
 	}
-	bound("gte", "minimum")
-	bound("gt", "exclusiveMinimum")
-	bound("lte", "maximum")
-	bound("lt", "exclusiveMaximum")
+	bound("gte", "minimum", "at least")
+	bound("gt", "exclusiveMinimum", "more than")
+	bound("lte", "maximum", "at most")
+	bound("lt", "exclusiveMaximum", "less than")
+	if len(text) > 0 {
+		s["description"] = "A decimal integer " + strings.Join(text, " and ") + "."
+	}
 }

@@ -15,7 +15,8 @@ import (
 // "book.id") and query parameters, as the REST handlers of Register do:
 // grpc-gateway's parsers, and enum fields of runtime schemas by name or
 // number (grpc-gateway's parsers look enums up among compiled-in types
-// only). Query parameters that name a path parameter or a field listed in
+// only). A path parameter naming a field msg has already (from the body)
+// is an error. Query parameters that name a path parameter or a field listed in
 // exclude (a body field) are ignored; query may be nil.
 func PopulateParams(msg protoreflect.Message, path map[string]string, query url.Values, exclude ...string) error {
 	var seqs [][]string
@@ -27,6 +28,9 @@ func PopulateParams(msg protoreflect.Message, path map[string]string, query url.
 		p := param{name: name, path: fp, nested: len(fp) > 1}
 		if ed := fp[len(fp)-1].Enum(); ed != nil {
 			p.enum = enumValues(ed)
+		}
+		if hasPath(msg, fp) {
+			return fmt.Errorf("field %q is set by both the path and the body", name)
 		}
 		if err := p.set(msg, path[name]); err != nil {
 			return fmt.Errorf("path parameter %q: %w", name, err)

@@ -10,6 +10,7 @@ import (
 	_ "github.com/gatehouse-dev/gatehouse/gen/examples/library/v1"
 	"github.com/gatehouse-dev/gatehouse/transcode"
 	"go.uber.org/goleak"
+	"google.golang.org/genproto/googleapis/api/annotations"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -137,5 +138,87 @@ func TestOpenAPI(t *testing.T) {
 	book := schemas["examples.library.v1.Book"].(map[string]any)["properties"].(map[string]any)
 	if year := book["year"].(map[string]any); year["minimum"] != int32(1450) || year["maximum"] != int32(2100) {
 		t.Errorf("year = %v, want the protovalidate bounds", year)
+	}
+}
+
+// collidingSchema is a service whose bindings collide: A and B both map to
+// GET /v1/{name} once their templates are reduced to OpenAPI paths, and A
+// has two additional bindings; A2 is a method whose own name is the id A's
+// second binding would get.
+func collidingSchema(t *testing.T) *transcode.Schema {
+	t.Helper()
+	rule := func(get string, more ...string) *descriptorpb.MethodOptions {
+		r := &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: get}}
+		for _, m := range more {
+			r.AdditionalBindings = append(r.AdditionalBindings, &annotations.HttpRule{Pattern: &annotations.HttpRule_Get{Get: m}})
+		}
+		o := &descriptorpb.MethodOptions{}
+		proto.SetExtension(o, annotations.E_Http, r)
+		return o
+	}
+	method := func(name string, o *descriptorpb.MethodOptions) *descriptorpb.MethodDescriptorProto {
+		return &descriptorpb.MethodDescriptorProto{Name: proto.String(name), InputType: proto.String(".c.v1.Req"), OutputType: proto.String(".c.v1.Req"), Options: o}
+	}
+	fd := &descriptorpb.FileDescriptorProto{
+		Name:       proto.String("c/v1/c.proto"),
+		Package:    proto.String("c.v1"),
+		Syntax:     proto.String("proto3"),
+		Dependency: []string{"google/api/annotations.proto"},
+		MessageType: []*descriptorpb.DescriptorProto{{
+			Name: proto.String("Req"),
+			Field: []*descriptorpb.FieldDescriptorProto{{
+				Name: proto.String("name"), Number: proto.Int32(1), JsonName: proto.String("name"),
+				Type: descriptorpb.FieldDescriptorProto_TYPE_STRING.Enum(), Label: descriptorpb.FieldDescriptorProto_LABEL_OPTIONAL.Enum(),
+			}},
+		}},
+		Service: []*descriptorpb.ServiceDescriptorProto{{
+			Name: proto.String("C"),
+			Method: []*descriptorpb.MethodDescriptorProto{
+				method("A", rule("/v1/{name=shelves/*}", "/v1/a/{name}", "/v1/aa/{name}")),
+				method("A2", rule("/v1/a2/{name}")),
+				method("B", rule("/v1/{name=users/*}")),
+			},
+		}},
+	}
+	s, err := transcode.NewSchema("c", "test", []*descriptorpb.FileDescriptorProto{fd}, nil, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// TestOpenAPIOperationIDs: additional bindings get numbered operationIds
+// (as protoc-gen-openapiv2 numbers them), all unique, and a binding that
+// collapses onto another's path and verb is reported, not dropped.
+func TestOpenAPIOperationIDs(t *testing.T) {
+	doc := transcode.OpenAPI(transcode.NewSet([]*transcode.Schema{collidingSchema(t)}), transcode.OpenAPIOptions{Title: "t", Version: "1"})
+	paths := doc["paths"].(map[string]map[string]any)
+	ids := map[string]string{}
+	for p, ops := range paths {
+		for verb, op := range ops {
+			id := op.(map[string]any)["operationId"].(string)
+			if prev, dup := ids[id]; dup {
+				t.Errorf("operationId %s used by %s and %s %s", id, prev, verb, p)
+			}
+			ids[id] = verb + " " + p
+		}
+	}
+	for id, want := range map[string]string{
+		"c.v1.C.A":  "get /v1/{name}",
+		"c.v1.C.A2": "get /v1/a2/{name}", // the method A2, which came first
+		"c.v1.C.A3": "get /v1/a/{name}",  // A's second binding, A2 being taken
+		"c.v1.C.A4": "get /v1/aa/{name}",
+	} {
+		if ids[id] != want {
+			t.Errorf("operationId %s is %q, want %q (all: %v)", id, ids[id], want, ids)
+		}
+	}
+	shadowed, _ := doc["x-gatehouse-shadowed"].([]any)
+	if len(shadowed) != 1 {
+		t.Fatalf("x-gatehouse-shadowed = %v, want B's binding", doc["x-gatehouse-shadowed"])
+	}
+	sh := shadowed[0].(map[string]any)
+	if sh["template"] != "/v1/{name=users/*}" || sh["shadowedBy"] != "c.v1.C.A" || sh["x-grpc-method"] != "/c.v1.C/B" {
+		t.Errorf("shadowed = %v", sh)
 	}
 }

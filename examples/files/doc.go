@@ -1,7 +1,9 @@
 // Package files is the example file store that the end-to-end tests route
 // to for bodies that are not JSON: an in-memory map of files by name, with
 // a raw upload (google.api.HttpBody in the request), a multipart/form-data
-// upload (a message of bytes and string fields), a download
+// upload (a message of bytes and string fields), a streamed upload (a
+// client stream of google.api.HttpBody chunks, stored under the SHA-256 of
+// its content), a download
 // (google.api.HttpBody as the response) and a streamed download (a server
 // stream of google.api.HttpBody chunks).
 //

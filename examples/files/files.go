@@ -4,6 +4,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
+	"io"
 	"slices"
 	"sync"
 
@@ -52,6 +54,35 @@ func (s *Server) Upload(_ context.Context, req *filesv1.UploadRequest) (*filesv1
 		return nil, err
 	}
 	return &filesv1.UploadResponse{File: info}, nil
+}
+
+// UploadStream stores a file sent as a stream of chunks, under the hex
+// SHA-256 of its content, with the content type of the first chunk
+// (DefaultContentType when empty). An empty stream is an empty file.
+func (s *Server) UploadStream(stream grpc.ClientStreamingServer[httpbody.HttpBody, filesv1.UploadStreamResponse]) error {
+	var data []byte
+	contentType := ""
+	chunks := 0
+	for {
+		c, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		if chunks == 0 {
+			contentType = c.GetContentType()
+		}
+		chunks++
+		data = append(data, c.GetData()...)
+	}
+	sum := sha256.Sum256(data)
+	info, err := s.put(hex.EncodeToString(sum[:]), contentType, "", data)
+	if err != nil {
+		return err
+	}
+	return stream.SendAndClose(&filesv1.UploadStreamResponse{File: info, Chunks: int32(chunks)})
 }
 
 // UploadForm stores a file sent as a form: name, content_type, description

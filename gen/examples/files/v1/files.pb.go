@@ -203,6 +203,61 @@ func (x *UploadResponse) GetFile() *FileInfo {
 	return nil
 }
 
+// UploadStreamResponse describes the file as stored.
+type UploadStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The stored file.
+	File *FileInfo `protobuf:"bytes,1,opt,name=file,proto3" json:"file,omitempty"`
+	// How many messages (chunks) it came in.
+	Chunks        int32 `protobuf:"varint,2,opt,name=chunks,proto3" json:"chunks,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *UploadStreamResponse) Reset() {
+	*x = UploadStreamResponse{}
+	mi := &file_examples_files_v1_files_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *UploadStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*UploadStreamResponse) ProtoMessage() {}
+
+func (x *UploadStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_files_v1_files_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use UploadStreamResponse.ProtoReflect.Descriptor instead.
+func (*UploadStreamResponse) Descriptor() ([]byte, []int) {
+	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *UploadStreamResponse) GetFile() *FileInfo {
+	if x != nil {
+		return x.File
+	}
+	return nil
+}
+
+func (x *UploadStreamResponse) GetChunks() int32 {
+	if x != nil {
+		return x.Chunks
+	}
+	return 0
+}
+
 // UploadFormResponse describes the file as stored.
 type UploadFormResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -214,7 +269,7 @@ type UploadFormResponse struct {
 
 func (x *UploadFormResponse) Reset() {
 	*x = UploadFormResponse{}
-	mi := &file_examples_files_v1_files_proto_msgTypes[3]
+	mi := &file_examples_files_v1_files_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -226,7 +281,7 @@ func (x *UploadFormResponse) String() string {
 func (*UploadFormResponse) ProtoMessage() {}
 
 func (x *UploadFormResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_files_v1_files_proto_msgTypes[3]
+	mi := &file_examples_files_v1_files_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -239,7 +294,7 @@ func (x *UploadFormResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UploadFormResponse.ProtoReflect.Descriptor instead.
 func (*UploadFormResponse) Descriptor() ([]byte, []int) {
-	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{3}
+	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *UploadFormResponse) GetFile() *FileInfo {
@@ -268,7 +323,7 @@ type FileInfo struct {
 
 func (x *FileInfo) Reset() {
 	*x = FileInfo{}
-	mi := &file_examples_files_v1_files_proto_msgTypes[4]
+	mi := &file_examples_files_v1_files_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -280,7 +335,7 @@ func (x *FileInfo) String() string {
 func (*FileInfo) ProtoMessage() {}
 
 func (x *FileInfo) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_files_v1_files_proto_msgTypes[4]
+	mi := &file_examples_files_v1_files_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -293,7 +348,7 @@ func (x *FileInfo) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use FileInfo.ProtoReflect.Descriptor instead.
 func (*FileInfo) Descriptor() ([]byte, []int) {
-	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{4}
+	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *FileInfo) GetName() string {
@@ -342,7 +397,7 @@ type DownloadRequest struct {
 
 func (x *DownloadRequest) Reset() {
 	*x = DownloadRequest{}
-	mi := &file_examples_files_v1_files_proto_msgTypes[5]
+	mi := &file_examples_files_v1_files_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -354,7 +409,7 @@ func (x *DownloadRequest) String() string {
 func (*DownloadRequest) ProtoMessage() {}
 
 func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_files_v1_files_proto_msgTypes[5]
+	mi := &file_examples_files_v1_files_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -367,7 +422,7 @@ func (x *DownloadRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadRequest.ProtoReflect.Descriptor instead.
 func (*DownloadRequest) Descriptor() ([]byte, []int) {
-	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{5}
+	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DownloadRequest) GetName() string {
@@ -390,7 +445,7 @@ type DownloadChunksRequest struct {
 
 func (x *DownloadChunksRequest) Reset() {
 	*x = DownloadChunksRequest{}
-	mi := &file_examples_files_v1_files_proto_msgTypes[6]
+	mi := &file_examples_files_v1_files_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -402,7 +457,7 @@ func (x *DownloadChunksRequest) String() string {
 func (*DownloadChunksRequest) ProtoMessage() {}
 
 func (x *DownloadChunksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_files_v1_files_proto_msgTypes[6]
+	mi := &file_examples_files_v1_files_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -415,7 +470,7 @@ func (x *DownloadChunksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DownloadChunksRequest.ProtoReflect.Descriptor instead.
 func (*DownloadChunksRequest) Descriptor() ([]byte, []int) {
-	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{6}
+	return file_examples_files_v1_files_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *DownloadChunksRequest) GetName() string {
@@ -446,7 +501,10 @@ const file_examples_files_v1_files_proto_rawDesc = "" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12\x18\n" +
 	"\acontent\x18\x04 \x01(\fR\acontent\"A\n" +
 	"\x0eUploadResponse\x12/\n" +
-	"\x04file\x18\x01 \x01(\v2\x1b.examples.files.v1.FileInfoR\x04file\"E\n" +
+	"\x04file\x18\x01 \x01(\v2\x1b.examples.files.v1.FileInfoR\x04file\"_\n" +
+	"\x14UploadStreamResponse\x12/\n" +
+	"\x04file\x18\x01 \x01(\v2\x1b.examples.files.v1.FileInfoR\x04file\x12\x16\n" +
+	"\x06chunks\x18\x02 \x01(\x05R\x06chunks\"E\n" +
 	"\x12UploadFormResponse\x12/\n" +
 	"\x04file\x18\x01 \x01(\v2\x1b.examples.files.v1.FileInfoR\x04file\"\x8f\x01\n" +
 	"\bFileInfo\x12\x12\n" +
@@ -460,12 +518,13 @@ const file_examples_files_v1_files_proto_rawDesc = "" +
 	"\x15DownloadChunksRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
 	"\n" +
-	"chunk_size\x18\x02 \x01(\x05R\tchunkSize2\xc2\x03\n" +
+	"chunk_size\x18\x02 \x01(\x05R\tchunkSize2\xb0\x04\n" +
 	"\vFileService\x12m\n" +
 	"\x06Upload\x12 .examples.files.v1.UploadRequest\x1a!.examples.files.v1.UploadResponse\"\x1e\x82\xd3\xe4\x93\x02\x18:\x04file\x1a\x10/v1/blobs/{name}\x12o\n" +
 	"\n" +
 	"UploadForm\x12$.examples.files.v1.UploadFormRequest\x1a%.examples.files.v1.UploadFormResponse\"\x14\x82\xd3\xe4\x93\x02\x0e:\x01*\"\t/v1/blobs\x12^\n" +
-	"\bDownload\x12\".examples.files.v1.DownloadRequest\x1a\x14.google.api.HttpBody\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/blobs/{name}\x12s\n" +
+	"\bDownload\x12\".examples.files.v1.DownloadRequest\x1a\x14.google.api.HttpBody\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/v1/blobs/{name}\x12l\n" +
+	"\fUploadStream\x12\x14.google.api.HttpBody\x1a'.examples.files.v1.UploadStreamResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/blobs:stream(\x01\x12s\n" +
 	"\x0eDownloadChunks\x12(.examples.files.v1.DownloadChunksRequest\x1a\x14.google.api.HttpBody\"\x1f\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/blobs/{name}:chunks0\x01B\xcb\x01\n" +
 	"\x15com.examples.files.v1B\n" +
 	"FilesProtoP\x01Z@github.com/gatehouse-dev/gatehouse/gen/examples/files/v1;filesv1\xa2\x02\x03EFX\xaa\x02\x11Examples.Files.V1\xca\x02\x11Examples\\Files\\V1\xe2\x02\x1dExamples\\Files\\V1\\GPBMetadata\xea\x02\x13Examples::Files::V1b\x06proto3"
@@ -482,34 +541,38 @@ func file_examples_files_v1_files_proto_rawDescGZIP() []byte {
 	return file_examples_files_v1_files_proto_rawDescData
 }
 
-var file_examples_files_v1_files_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
+var file_examples_files_v1_files_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
 var file_examples_files_v1_files_proto_goTypes = []any{
 	(*UploadRequest)(nil),         // 0: examples.files.v1.UploadRequest
 	(*UploadFormRequest)(nil),     // 1: examples.files.v1.UploadFormRequest
 	(*UploadResponse)(nil),        // 2: examples.files.v1.UploadResponse
-	(*UploadFormResponse)(nil),    // 3: examples.files.v1.UploadFormResponse
-	(*FileInfo)(nil),              // 4: examples.files.v1.FileInfo
-	(*DownloadRequest)(nil),       // 5: examples.files.v1.DownloadRequest
-	(*DownloadChunksRequest)(nil), // 6: examples.files.v1.DownloadChunksRequest
-	(*httpbody.HttpBody)(nil),     // 7: google.api.HttpBody
+	(*UploadStreamResponse)(nil),  // 3: examples.files.v1.UploadStreamResponse
+	(*UploadFormResponse)(nil),    // 4: examples.files.v1.UploadFormResponse
+	(*FileInfo)(nil),              // 5: examples.files.v1.FileInfo
+	(*DownloadRequest)(nil),       // 6: examples.files.v1.DownloadRequest
+	(*DownloadChunksRequest)(nil), // 7: examples.files.v1.DownloadChunksRequest
+	(*httpbody.HttpBody)(nil),     // 8: google.api.HttpBody
 }
 var file_examples_files_v1_files_proto_depIdxs = []int32{
-	7, // 0: examples.files.v1.UploadRequest.file:type_name -> google.api.HttpBody
-	4, // 1: examples.files.v1.UploadResponse.file:type_name -> examples.files.v1.FileInfo
-	4, // 2: examples.files.v1.UploadFormResponse.file:type_name -> examples.files.v1.FileInfo
-	0, // 3: examples.files.v1.FileService.Upload:input_type -> examples.files.v1.UploadRequest
-	1, // 4: examples.files.v1.FileService.UploadForm:input_type -> examples.files.v1.UploadFormRequest
-	5, // 5: examples.files.v1.FileService.Download:input_type -> examples.files.v1.DownloadRequest
-	6, // 6: examples.files.v1.FileService.DownloadChunks:input_type -> examples.files.v1.DownloadChunksRequest
-	2, // 7: examples.files.v1.FileService.Upload:output_type -> examples.files.v1.UploadResponse
-	3, // 8: examples.files.v1.FileService.UploadForm:output_type -> examples.files.v1.UploadFormResponse
-	7, // 9: examples.files.v1.FileService.Download:output_type -> google.api.HttpBody
-	7, // 10: examples.files.v1.FileService.DownloadChunks:output_type -> google.api.HttpBody
-	7, // [7:11] is the sub-list for method output_type
-	3, // [3:7] is the sub-list for method input_type
-	3, // [3:3] is the sub-list for extension type_name
-	3, // [3:3] is the sub-list for extension extendee
-	0, // [0:3] is the sub-list for field type_name
+	8, // 0: examples.files.v1.UploadRequest.file:type_name -> google.api.HttpBody
+	5, // 1: examples.files.v1.UploadResponse.file:type_name -> examples.files.v1.FileInfo
+	5, // 2: examples.files.v1.UploadStreamResponse.file:type_name -> examples.files.v1.FileInfo
+	5, // 3: examples.files.v1.UploadFormResponse.file:type_name -> examples.files.v1.FileInfo
+	0, // 4: examples.files.v1.FileService.Upload:input_type -> examples.files.v1.UploadRequest
+	1, // 5: examples.files.v1.FileService.UploadForm:input_type -> examples.files.v1.UploadFormRequest
+	6, // 6: examples.files.v1.FileService.Download:input_type -> examples.files.v1.DownloadRequest
+	8, // 7: examples.files.v1.FileService.UploadStream:input_type -> google.api.HttpBody
+	7, // 8: examples.files.v1.FileService.DownloadChunks:input_type -> examples.files.v1.DownloadChunksRequest
+	2, // 9: examples.files.v1.FileService.Upload:output_type -> examples.files.v1.UploadResponse
+	4, // 10: examples.files.v1.FileService.UploadForm:output_type -> examples.files.v1.UploadFormResponse
+	8, // 11: examples.files.v1.FileService.Download:output_type -> google.api.HttpBody
+	3, // 12: examples.files.v1.FileService.UploadStream:output_type -> examples.files.v1.UploadStreamResponse
+	8, // 13: examples.files.v1.FileService.DownloadChunks:output_type -> google.api.HttpBody
+	9, // [9:14] is the sub-list for method output_type
+	4, // [4:9] is the sub-list for method input_type
+	4, // [4:4] is the sub-list for extension type_name
+	4, // [4:4] is the sub-list for extension extendee
+	0, // [0:4] is the sub-list for field type_name
 }
 
 func init() { file_examples_files_v1_files_proto_init() }
@@ -523,7 +586,7 @@ func file_examples_files_v1_files_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_examples_files_v1_files_proto_rawDesc), len(file_examples_files_v1_files_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   7,
+			NumMessages:   8,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -28,6 +28,7 @@ const (
 	FileService_Upload_FullMethodName         = "/examples.files.v1.FileService/Upload"
 	FileService_UploadForm_FullMethodName     = "/examples.files.v1.FileService/UploadForm"
 	FileService_Download_FullMethodName       = "/examples.files.v1.FileService/Download"
+	FileService_UploadStream_FullMethodName   = "/examples.files.v1.FileService/UploadStream"
 	FileService_DownloadChunks_FullMethodName = "/examples.files.v1.FileService/DownloadChunks"
 )
 
@@ -48,6 +49,14 @@ type FileServiceClient interface {
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	Download(ctx context.Context, in *DownloadRequest, opts ...grpc.CallOption) (*httpbody.HttpBody, error)
+	// UploadStream stores a file sent as a client stream of chunks, under
+	// the hex SHA-256 of its content, with the content type of the first
+	// chunk. Over REST it takes a plain HTTP upload of any size (chunked or
+	// not), which the gateway sends as google.api.HttpBody messages of at
+	// most the listener's max_message_bytes each.
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	UploadStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[httpbody.HttpBody, UploadStreamResponse], error)
 	// DownloadChunks streams a file's content in chunks of chunk_size bytes;
 	// the gateway writes them as one binary response body.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
@@ -93,9 +102,22 @@ func (c *fileServiceClient) Download(ctx context.Context, in *DownloadRequest, o
 	return out, nil
 }
 
+func (c *fileServiceClient) UploadStream(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[httpbody.HttpBody, UploadStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &FileService_ServiceDesc.Streams[0], FileService_UploadStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[httpbody.HttpBody, UploadStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileService_UploadStreamClient = grpc.ClientStreamingClient[httpbody.HttpBody, UploadStreamResponse]
+
 func (c *fileServiceClient) DownloadChunks(ctx context.Context, in *DownloadChunksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[httpbody.HttpBody], error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	stream, err := c.cc.NewStream(ctx, &FileService_ServiceDesc.Streams[0], FileService_DownloadChunks_FullMethodName, cOpts...)
+	stream, err := c.cc.NewStream(ctx, &FileService_ServiceDesc.Streams[1], FileService_DownloadChunks_FullMethodName, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -129,6 +151,14 @@ type FileServiceServer interface {
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
 	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
 	Download(context.Context, *DownloadRequest) (*httpbody.HttpBody, error)
+	// UploadStream stores a file sent as a client stream of chunks, under
+	// the hex SHA-256 of its content, with the content type of the first
+	// chunk. Over REST it takes a plain HTTP upload of any size (chunked or
+	// not), which the gateway sends as google.api.HttpBody messages of at
+	// most the listener's max_message_bytes each.
+	// buf:lint:ignore RPC_REQUEST_STANDARD_NAME
+	// buf:lint:ignore RPC_REQUEST_RESPONSE_UNIQUE
+	UploadStream(grpc.ClientStreamingServer[httpbody.HttpBody, UploadStreamResponse]) error
 	// DownloadChunks streams a file's content in chunks of chunk_size bytes;
 	// the gateway writes them as one binary response body.
 	// buf:lint:ignore RPC_RESPONSE_STANDARD_NAME
@@ -152,6 +182,9 @@ func (UnimplementedFileServiceServer) UploadForm(context.Context, *UploadFormReq
 }
 func (UnimplementedFileServiceServer) Download(context.Context, *DownloadRequest) (*httpbody.HttpBody, error) {
 	return nil, status.Error(codes.Unimplemented, "method Download not implemented")
+}
+func (UnimplementedFileServiceServer) UploadStream(grpc.ClientStreamingServer[httpbody.HttpBody, UploadStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method UploadStream not implemented")
 }
 func (UnimplementedFileServiceServer) DownloadChunks(*DownloadChunksRequest, grpc.ServerStreamingServer[httpbody.HttpBody]) error {
 	return status.Error(codes.Unimplemented, "method DownloadChunks not implemented")
@@ -231,6 +264,13 @@ func _FileService_Download_Handler(srv interface{}, ctx context.Context, dec fun
 	return interceptor(ctx, in, info, handler)
 }
 
+func _FileService_UploadStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(FileServiceServer).UploadStream(&grpc.GenericServerStream[httpbody.HttpBody, UploadStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type FileService_UploadStreamServer = grpc.ClientStreamingServer[httpbody.HttpBody, UploadStreamResponse]
+
 func _FileService_DownloadChunks_Handler(srv interface{}, stream grpc.ServerStream) error {
 	m := new(DownloadChunksRequest)
 	if err := stream.RecvMsg(m); err != nil {
@@ -263,6 +303,11 @@ var FileService_ServiceDesc = grpc.ServiceDesc{
 		},
 	},
 	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "UploadStream",
+			Handler:       _FileService_UploadStream_Handler,
+			ClientStreams: true,
+		},
 		{
 			StreamName:    "DownloadChunks",
 			Handler:       _FileService_DownloadChunks_Handler,

@@ -1493,6 +1493,217 @@ func (x *WatchBooksResponse) GetBook() *Book {
 	return nil
 }
 
+// ImportBooksRequest is one book to import.
+type ImportBooksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// shelves/{shelf}.
+	Parent string `protobuf:"bytes,1,opt,name=parent,proto3" json:"parent,omitempty"`
+	// The book.
+	Book          *Book `protobuf:"bytes,2,opt,name=book,proto3" json:"book,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportBooksRequest) Reset() {
+	*x = ImportBooksRequest{}
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportBooksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportBooksRequest) ProtoMessage() {}
+
+func (x *ImportBooksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportBooksRequest.ProtoReflect.Descriptor instead.
+func (*ImportBooksRequest) Descriptor() ([]byte, []int) {
+	return file_examples_shelf_v1_shelf_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *ImportBooksRequest) GetParent() string {
+	if x != nil {
+		return x.Parent
+	}
+	return ""
+}
+
+func (x *ImportBooksRequest) GetBook() *Book {
+	if x != nil {
+		return x.Book
+	}
+	return nil
+}
+
+// ImportBooksResponse says what was imported.
+type ImportBooksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Books imported.
+	Count int32 `protobuf:"varint,1,opt,name=count,proto3" json:"count,omitempty"`
+	// Their titles, in order.
+	Titles        []string `protobuf:"bytes,2,rep,name=titles,proto3" json:"titles,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ImportBooksResponse) Reset() {
+	*x = ImportBooksResponse{}
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ImportBooksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ImportBooksResponse) ProtoMessage() {}
+
+func (x *ImportBooksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ImportBooksResponse.ProtoReflect.Descriptor instead.
+func (*ImportBooksResponse) Descriptor() ([]byte, []int) {
+	return file_examples_shelf_v1_shelf_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *ImportBooksResponse) GetCount() int32 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *ImportBooksResponse) GetTitles() []string {
+	if x != nil {
+		return x.Titles
+	}
+	return nil
+}
+
+// EchoBooksRequest is one title.
+type EchoBooksRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The title.
+	Title         string `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EchoBooksRequest) Reset() {
+	*x = EchoBooksRequest{}
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EchoBooksRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EchoBooksRequest) ProtoMessage() {}
+
+func (x *EchoBooksRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EchoBooksRequest.ProtoReflect.Descriptor instead.
+func (*EchoBooksRequest) Descriptor() ([]byte, []int) {
+	return file_examples_shelf_v1_shelf_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *EchoBooksRequest) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+// EchoBooksResponse echoes one request.
+type EchoBooksResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The title asked for.
+	Title string `protobuf:"bytes,1,opt,name=title,proto3" json:"title,omitempty"`
+	// Its position in the stream, from 0.
+	Index         int32 `protobuf:"varint,2,opt,name=index,proto3" json:"index,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *EchoBooksResponse) Reset() {
+	*x = EchoBooksResponse{}
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *EchoBooksResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*EchoBooksResponse) ProtoMessage() {}
+
+func (x *EchoBooksResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use EchoBooksResponse.ProtoReflect.Descriptor instead.
+func (*EchoBooksResponse) Descriptor() ([]byte, []int) {
+	return file_examples_shelf_v1_shelf_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *EchoBooksResponse) GetTitle() string {
+	if x != nil {
+		return x.Title
+	}
+	return ""
+}
+
+func (x *EchoBooksResponse) GetIndex() int32 {
+	if x != nil {
+		return x.Index
+	}
+	return 0
+}
+
 // CountBooksRequest names a shelf.
 type CountBooksRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1504,7 +1715,7 @@ type CountBooksRequest struct {
 
 func (x *CountBooksRequest) Reset() {
 	*x = CountBooksRequest{}
-	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[24]
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1516,7 +1727,7 @@ func (x *CountBooksRequest) String() string {
 func (*CountBooksRequest) ProtoMessage() {}
 
 func (x *CountBooksRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[24]
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1529,7 +1740,7 @@ func (x *CountBooksRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountBooksRequest.ProtoReflect.Descriptor instead.
 func (*CountBooksRequest) Descriptor() ([]byte, []int) {
-	return file_examples_shelf_v1_shelf_proto_rawDescGZIP(), []int{24}
+	return file_examples_shelf_v1_shelf_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *CountBooksRequest) GetParent() string {
@@ -1550,7 +1761,7 @@ type CountBooksResponse struct {
 
 func (x *CountBooksResponse) Reset() {
 	*x = CountBooksResponse{}
-	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[25]
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1562,7 +1773,7 @@ func (x *CountBooksResponse) String() string {
 func (*CountBooksResponse) ProtoMessage() {}
 
 func (x *CountBooksResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[25]
+	mi := &file_examples_shelf_v1_shelf_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1575,7 +1786,7 @@ func (x *CountBooksResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CountBooksResponse.ProtoReflect.Descriptor instead.
 func (*CountBooksResponse) Descriptor() ([]byte, []int) {
-	return file_examples_shelf_v1_shelf_proto_rawDescGZIP(), []int{25}
+	return file_examples_shelf_v1_shelf_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *CountBooksResponse) GetCount() int64 {
@@ -1679,7 +1890,18 @@ const file_examples_shelf_v1_shelf_proto_rawDesc = "" +
 	"\x11WatchBooksRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\"A\n" +
 	"\x12WatchBooksResponse\x12+\n" +
-	"\x04book\x18\x01 \x01(\v2\x17.examples.shelf.v1.BookR\x04book\"+\n" +
+	"\x04book\x18\x01 \x01(\v2\x17.examples.shelf.v1.BookR\x04book\"Y\n" +
+	"\x12ImportBooksRequest\x12\x16\n" +
+	"\x06parent\x18\x01 \x01(\tR\x06parent\x12+\n" +
+	"\x04book\x18\x02 \x01(\v2\x17.examples.shelf.v1.BookR\x04book\"C\n" +
+	"\x13ImportBooksResponse\x12\x14\n" +
+	"\x05count\x18\x01 \x01(\x05R\x05count\x12\x16\n" +
+	"\x06titles\x18\x02 \x03(\tR\x06titles\"(\n" +
+	"\x10EchoBooksRequest\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\"?\n" +
+	"\x11EchoBooksResponse\x12\x14\n" +
+	"\x05title\x18\x01 \x01(\tR\x05title\x12\x14\n" +
+	"\x05index\x18\x02 \x01(\x05R\x05index\"+\n" +
 	"\x11CountBooksRequest\x12\x16\n" +
 	"\x06parent\x18\x01 \x01(\tR\x06parent\"*\n" +
 	"\x12CountBooksResponse\x12\x14\n" +
@@ -1692,7 +1914,7 @@ const file_examples_shelf_v1_shelf_proto_rawDesc = "" +
 	"\x04Tier\x12\x14\n" +
 	"\x10TIER_UNSPECIFIED\x10\x00\x12\f\n" +
 	"\bTIER_HOT\x10\x01\x12\r\n" +
-	"\tTIER_COLD\x10\x022\xa9\f\n" +
+	"\tTIER_COLD\x10\x022\x9d\x0e\n" +
 	"\fShelfService\x12\x90\x01\n" +
 	"\aGetBook\x12!.examples.shelf.v1.GetBookRequest\x1a\".examples.shelf.v1.GetBookResponse\">\x82\xd3\xe4\x93\x028Z\x12\x12\x10/v1/books/{name}b\x04book\x12\x1c/v1/{name=shelves/*/books/*}\x12|\n" +
 	"\tListBooks\x12#.examples.shelf.v1.ListBooksRequest\x1a$.examples.shelf.v1.ListBooksResponse\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/{parent=shelves/*}/books\x12\x88\x01\n" +
@@ -1711,7 +1933,9 @@ const file_examples_shelf_v1_shelf_proto_rawDesc = "" +
 	"\x05PURGE\x12\x1b/v1/{shelf=shelves/*}/cache\x12y\n" +
 	"\aSetTier\x12!.examples.shelf.v1.SetTierRequest\x1a\".examples.shelf.v1.SetTierResponse\"'\x82\xd3\xe4\x93\x02!\x1a\x1f/v1/shelves/{shelf}/tier/{tier}\x12\x87\x01\n" +
 	"\n" +
-	"WatchBooks\x12$.examples.shelf.v1.WatchBooksRequest\x1a%.examples.shelf.v1.WatchBooksResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{parent=shelves/*}/books:watch0\x01\x12Y\n" +
+	"WatchBooks\x12$.examples.shelf.v1.WatchBooksRequest\x1a%.examples.shelf.v1.WatchBooksResponse\"*\x82\xd3\xe4\x93\x02$\x12\"/v1/{parent=shelves/*}/books:watch0\x01\x12{\n" +
+	"\vImportBooks\x12%.examples.shelf.v1.ImportBooksRequest\x1a&.examples.shelf.v1.ImportBooksResponse\"\x1b\x82\xd3\xe4\x93\x02\x15:\x01*\"\x10/v1/books:import(\x01\x12u\n" +
+	"\tEchoBooks\x12#.examples.shelf.v1.EchoBooksRequest\x1a$.examples.shelf.v1.EchoBooksResponse\"\x19\x82\xd3\xe4\x93\x02\x13:\x01*\"\x0e/v1/books:echo(\x010\x01\x12Y\n" +
 	"\n" +
 	"CountBooks\x12$.examples.shelf.v1.CountBooksRequest\x1a%.examples.shelf.v1.CountBooksResponseB\xcb\x01\n" +
 	"\x15com.examples.shelf.v1B\n" +
@@ -1730,7 +1954,7 @@ func file_examples_shelf_v1_shelf_proto_rawDescGZIP() []byte {
 }
 
 var file_examples_shelf_v1_shelf_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_examples_shelf_v1_shelf_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_examples_shelf_v1_shelf_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_examples_shelf_v1_shelf_proto_goTypes = []any{
 	(Genre)(0),                     // 0: examples.shelf.v1.Genre
 	(Tier)(0),                      // 1: examples.shelf.v1.Tier
@@ -1758,69 +1982,78 @@ var file_examples_shelf_v1_shelf_proto_goTypes = []any{
 	(*SetTierResponse)(nil),        // 23: examples.shelf.v1.SetTierResponse
 	(*WatchBooksRequest)(nil),      // 24: examples.shelf.v1.WatchBooksRequest
 	(*WatchBooksResponse)(nil),     // 25: examples.shelf.v1.WatchBooksResponse
-	(*CountBooksRequest)(nil),      // 26: examples.shelf.v1.CountBooksRequest
-	(*CountBooksResponse)(nil),     // 27: examples.shelf.v1.CountBooksResponse
-	nil,                            // 28: examples.shelf.v1.Book.LabelsEntry
-	nil,                            // 29: examples.shelf.v1.ListBooksRequest.LabelsEntry
-	(*timestamppb.Timestamp)(nil),  // 30: google.protobuf.Timestamp
-	(*wrapperspb.DoubleValue)(nil), // 31: google.protobuf.DoubleValue
-	(*structpb.Struct)(nil),        // 32: google.protobuf.Struct
-	(*durationpb.Duration)(nil),    // 33: google.protobuf.Duration
-	(*fieldmaskpb.FieldMask)(nil),  // 34: google.protobuf.FieldMask
+	(*ImportBooksRequest)(nil),     // 26: examples.shelf.v1.ImportBooksRequest
+	(*ImportBooksResponse)(nil),    // 27: examples.shelf.v1.ImportBooksResponse
+	(*EchoBooksRequest)(nil),       // 28: examples.shelf.v1.EchoBooksRequest
+	(*EchoBooksResponse)(nil),      // 29: examples.shelf.v1.EchoBooksResponse
+	(*CountBooksRequest)(nil),      // 30: examples.shelf.v1.CountBooksRequest
+	(*CountBooksResponse)(nil),     // 31: examples.shelf.v1.CountBooksResponse
+	nil,                            // 32: examples.shelf.v1.Book.LabelsEntry
+	nil,                            // 33: examples.shelf.v1.ListBooksRequest.LabelsEntry
+	(*timestamppb.Timestamp)(nil),  // 34: google.protobuf.Timestamp
+	(*wrapperspb.DoubleValue)(nil), // 35: google.protobuf.DoubleValue
+	(*structpb.Struct)(nil),        // 36: google.protobuf.Struct
+	(*durationpb.Duration)(nil),    // 37: google.protobuf.Duration
+	(*fieldmaskpb.FieldMask)(nil),  // 38: google.protobuf.FieldMask
 }
 var file_examples_shelf_v1_shelf_proto_depIdxs = []int32{
 	0,  // 0: examples.shelf.v1.Book.genre:type_name -> examples.shelf.v1.Genre
-	30, // 1: examples.shelf.v1.Book.published:type_name -> google.protobuf.Timestamp
-	31, // 2: examples.shelf.v1.Book.rating:type_name -> google.protobuf.DoubleValue
-	28, // 3: examples.shelf.v1.Book.labels:type_name -> examples.shelf.v1.Book.LabelsEntry
-	32, // 4: examples.shelf.v1.Book.extra:type_name -> google.protobuf.Struct
+	34, // 1: examples.shelf.v1.Book.published:type_name -> google.protobuf.Timestamp
+	35, // 2: examples.shelf.v1.Book.rating:type_name -> google.protobuf.DoubleValue
+	32, // 3: examples.shelf.v1.Book.labels:type_name -> examples.shelf.v1.Book.LabelsEntry
+	36, // 4: examples.shelf.v1.Book.extra:type_name -> google.protobuf.Struct
 	2,  // 5: examples.shelf.v1.GetBookResponse.book:type_name -> examples.shelf.v1.Book
 	0,  // 6: examples.shelf.v1.ListBooksRequest.genres:type_name -> examples.shelf.v1.Genre
-	30, // 7: examples.shelf.v1.ListBooksRequest.published_after:type_name -> google.protobuf.Timestamp
-	31, // 8: examples.shelf.v1.ListBooksRequest.min_rating:type_name -> google.protobuf.DoubleValue
+	34, // 7: examples.shelf.v1.ListBooksRequest.published_after:type_name -> google.protobuf.Timestamp
+	35, // 8: examples.shelf.v1.ListBooksRequest.min_rating:type_name -> google.protobuf.DoubleValue
 	5,  // 9: examples.shelf.v1.ListBooksRequest.order:type_name -> examples.shelf.v1.Order
-	29, // 10: examples.shelf.v1.ListBooksRequest.labels:type_name -> examples.shelf.v1.ListBooksRequest.LabelsEntry
-	33, // 11: examples.shelf.v1.ListBooksRequest.max_staleness:type_name -> google.protobuf.Duration
+	33, // 10: examples.shelf.v1.ListBooksRequest.labels:type_name -> examples.shelf.v1.ListBooksRequest.LabelsEntry
+	37, // 11: examples.shelf.v1.ListBooksRequest.max_staleness:type_name -> google.protobuf.Duration
 	0,  // 12: examples.shelf.v1.ListBooksRequest.genre:type_name -> examples.shelf.v1.Genre
 	2,  // 13: examples.shelf.v1.ListBooksResponse.books:type_name -> examples.shelf.v1.Book
 	2,  // 14: examples.shelf.v1.CreateBookRequest.book:type_name -> examples.shelf.v1.Book
 	2,  // 15: examples.shelf.v1.CreateBookResponse.book:type_name -> examples.shelf.v1.Book
 	2,  // 16: examples.shelf.v1.UpdateBookRequest.book:type_name -> examples.shelf.v1.Book
-	34, // 17: examples.shelf.v1.UpdateBookRequest.update_mask:type_name -> google.protobuf.FieldMask
+	38, // 17: examples.shelf.v1.UpdateBookRequest.update_mask:type_name -> google.protobuf.FieldMask
 	2,  // 18: examples.shelf.v1.UpdateBookResponse.book:type_name -> examples.shelf.v1.Book
-	34, // 19: examples.shelf.v1.UpdateBookResponse.update_mask:type_name -> google.protobuf.FieldMask
+	38, // 19: examples.shelf.v1.UpdateBookResponse.update_mask:type_name -> google.protobuf.FieldMask
 	1,  // 20: examples.shelf.v1.SetTierRequest.tier:type_name -> examples.shelf.v1.Tier
 	1,  // 21: examples.shelf.v1.SetTierResponse.tier:type_name -> examples.shelf.v1.Tier
 	2,  // 22: examples.shelf.v1.WatchBooksResponse.book:type_name -> examples.shelf.v1.Book
-	3,  // 23: examples.shelf.v1.ShelfService.GetBook:input_type -> examples.shelf.v1.GetBookRequest
-	6,  // 24: examples.shelf.v1.ShelfService.ListBooks:input_type -> examples.shelf.v1.ListBooksRequest
-	8,  // 25: examples.shelf.v1.ShelfService.ListTitles:input_type -> examples.shelf.v1.ListTitlesRequest
-	10, // 26: examples.shelf.v1.ShelfService.CreateBook:input_type -> examples.shelf.v1.CreateBookRequest
-	12, // 27: examples.shelf.v1.ShelfService.UpdateBook:input_type -> examples.shelf.v1.UpdateBookRequest
-	14, // 28: examples.shelf.v1.ShelfService.DeleteBook:input_type -> examples.shelf.v1.DeleteBookRequest
-	16, // 29: examples.shelf.v1.ShelfService.ArchiveBook:input_type -> examples.shelf.v1.ArchiveBookRequest
-	18, // 30: examples.shelf.v1.ShelfService.GetFile:input_type -> examples.shelf.v1.GetFileRequest
-	20, // 31: examples.shelf.v1.ShelfService.PurgeCache:input_type -> examples.shelf.v1.PurgeCacheRequest
-	22, // 32: examples.shelf.v1.ShelfService.SetTier:input_type -> examples.shelf.v1.SetTierRequest
-	24, // 33: examples.shelf.v1.ShelfService.WatchBooks:input_type -> examples.shelf.v1.WatchBooksRequest
-	26, // 34: examples.shelf.v1.ShelfService.CountBooks:input_type -> examples.shelf.v1.CountBooksRequest
-	4,  // 35: examples.shelf.v1.ShelfService.GetBook:output_type -> examples.shelf.v1.GetBookResponse
-	7,  // 36: examples.shelf.v1.ShelfService.ListBooks:output_type -> examples.shelf.v1.ListBooksResponse
-	9,  // 37: examples.shelf.v1.ShelfService.ListTitles:output_type -> examples.shelf.v1.ListTitlesResponse
-	11, // 38: examples.shelf.v1.ShelfService.CreateBook:output_type -> examples.shelf.v1.CreateBookResponse
-	13, // 39: examples.shelf.v1.ShelfService.UpdateBook:output_type -> examples.shelf.v1.UpdateBookResponse
-	15, // 40: examples.shelf.v1.ShelfService.DeleteBook:output_type -> examples.shelf.v1.DeleteBookResponse
-	17, // 41: examples.shelf.v1.ShelfService.ArchiveBook:output_type -> examples.shelf.v1.ArchiveBookResponse
-	19, // 42: examples.shelf.v1.ShelfService.GetFile:output_type -> examples.shelf.v1.GetFileResponse
-	21, // 43: examples.shelf.v1.ShelfService.PurgeCache:output_type -> examples.shelf.v1.PurgeCacheResponse
-	23, // 44: examples.shelf.v1.ShelfService.SetTier:output_type -> examples.shelf.v1.SetTierResponse
-	25, // 45: examples.shelf.v1.ShelfService.WatchBooks:output_type -> examples.shelf.v1.WatchBooksResponse
-	27, // 46: examples.shelf.v1.ShelfService.CountBooks:output_type -> examples.shelf.v1.CountBooksResponse
-	35, // [35:47] is the sub-list for method output_type
-	23, // [23:35] is the sub-list for method input_type
-	23, // [23:23] is the sub-list for extension type_name
-	23, // [23:23] is the sub-list for extension extendee
-	0,  // [0:23] is the sub-list for field type_name
+	2,  // 23: examples.shelf.v1.ImportBooksRequest.book:type_name -> examples.shelf.v1.Book
+	3,  // 24: examples.shelf.v1.ShelfService.GetBook:input_type -> examples.shelf.v1.GetBookRequest
+	6,  // 25: examples.shelf.v1.ShelfService.ListBooks:input_type -> examples.shelf.v1.ListBooksRequest
+	8,  // 26: examples.shelf.v1.ShelfService.ListTitles:input_type -> examples.shelf.v1.ListTitlesRequest
+	10, // 27: examples.shelf.v1.ShelfService.CreateBook:input_type -> examples.shelf.v1.CreateBookRequest
+	12, // 28: examples.shelf.v1.ShelfService.UpdateBook:input_type -> examples.shelf.v1.UpdateBookRequest
+	14, // 29: examples.shelf.v1.ShelfService.DeleteBook:input_type -> examples.shelf.v1.DeleteBookRequest
+	16, // 30: examples.shelf.v1.ShelfService.ArchiveBook:input_type -> examples.shelf.v1.ArchiveBookRequest
+	18, // 31: examples.shelf.v1.ShelfService.GetFile:input_type -> examples.shelf.v1.GetFileRequest
+	20, // 32: examples.shelf.v1.ShelfService.PurgeCache:input_type -> examples.shelf.v1.PurgeCacheRequest
+	22, // 33: examples.shelf.v1.ShelfService.SetTier:input_type -> examples.shelf.v1.SetTierRequest
+	24, // 34: examples.shelf.v1.ShelfService.WatchBooks:input_type -> examples.shelf.v1.WatchBooksRequest
+	26, // 35: examples.shelf.v1.ShelfService.ImportBooks:input_type -> examples.shelf.v1.ImportBooksRequest
+	28, // 36: examples.shelf.v1.ShelfService.EchoBooks:input_type -> examples.shelf.v1.EchoBooksRequest
+	30, // 37: examples.shelf.v1.ShelfService.CountBooks:input_type -> examples.shelf.v1.CountBooksRequest
+	4,  // 38: examples.shelf.v1.ShelfService.GetBook:output_type -> examples.shelf.v1.GetBookResponse
+	7,  // 39: examples.shelf.v1.ShelfService.ListBooks:output_type -> examples.shelf.v1.ListBooksResponse
+	9,  // 40: examples.shelf.v1.ShelfService.ListTitles:output_type -> examples.shelf.v1.ListTitlesResponse
+	11, // 41: examples.shelf.v1.ShelfService.CreateBook:output_type -> examples.shelf.v1.CreateBookResponse
+	13, // 42: examples.shelf.v1.ShelfService.UpdateBook:output_type -> examples.shelf.v1.UpdateBookResponse
+	15, // 43: examples.shelf.v1.ShelfService.DeleteBook:output_type -> examples.shelf.v1.DeleteBookResponse
+	17, // 44: examples.shelf.v1.ShelfService.ArchiveBook:output_type -> examples.shelf.v1.ArchiveBookResponse
+	19, // 45: examples.shelf.v1.ShelfService.GetFile:output_type -> examples.shelf.v1.GetFileResponse
+	21, // 46: examples.shelf.v1.ShelfService.PurgeCache:output_type -> examples.shelf.v1.PurgeCacheResponse
+	23, // 47: examples.shelf.v1.ShelfService.SetTier:output_type -> examples.shelf.v1.SetTierResponse
+	25, // 48: examples.shelf.v1.ShelfService.WatchBooks:output_type -> examples.shelf.v1.WatchBooksResponse
+	27, // 49: examples.shelf.v1.ShelfService.ImportBooks:output_type -> examples.shelf.v1.ImportBooksResponse
+	29, // 50: examples.shelf.v1.ShelfService.EchoBooks:output_type -> examples.shelf.v1.EchoBooksResponse
+	31, // 51: examples.shelf.v1.ShelfService.CountBooks:output_type -> examples.shelf.v1.CountBooksResponse
+	38, // [38:52] is the sub-list for method output_type
+	24, // [24:38] is the sub-list for method input_type
+	24, // [24:24] is the sub-list for extension type_name
+	24, // [24:24] is the sub-list for extension extendee
+	0,  // [0:24] is the sub-list for field type_name
 }
 
 func init() { file_examples_shelf_v1_shelf_proto_init() }
@@ -1834,7 +2067,7 @@ func file_examples_shelf_v1_shelf_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_examples_shelf_v1_shelf_proto_rawDesc), len(file_examples_shelf_v1_shelf_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   28,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -38,6 +38,8 @@ const (
 	ShelfService_PurgeCache_FullMethodName  = "/examples.shelf.v1.ShelfService/PurgeCache"
 	ShelfService_SetTier_FullMethodName     = "/examples.shelf.v1.ShelfService/SetTier"
 	ShelfService_WatchBooks_FullMethodName  = "/examples.shelf.v1.ShelfService/WatchBooks"
+	ShelfService_ImportBooks_FullMethodName = "/examples.shelf.v1.ShelfService/ImportBooks"
+	ShelfService_EchoBooks_FullMethodName   = "/examples.shelf.v1.ShelfService/EchoBooks"
 	ShelfService_CountBooks_FullMethodName  = "/examples.shelf.v1.ShelfService/CountBooks"
 )
 
@@ -69,6 +71,12 @@ type ShelfServiceClient interface {
 	SetTier(ctx context.Context, in *SetTierRequest, opts ...grpc.CallOption) (*SetTierResponse, error)
 	// WatchBooks streams the books of a shelf, one message each.
 	WatchBooks(ctx context.Context, in *WatchBooksRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchBooksResponse], error)
+	// ImportBooks adds the books sent as a client stream (over REST, a
+	// newline-delimited JSON body, one request per line) and answers once.
+	ImportBooks(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportBooksRequest, ImportBooksResponse], error)
+	// EchoBooks answers every request of a bidi stream with one response
+	// (over REST, newline-delimited JSON both ways).
+	EchoBooks(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[EchoBooksRequest, EchoBooksResponse], error)
 	// CountBooks has no annotation: it is reached at
 	// POST /examples.shelf.v1.ShelfService/CountBooks by auto-mapping.
 	CountBooks(ctx context.Context, in *CountBooksRequest, opts ...grpc.CallOption) (*CountBooksResponse, error)
@@ -201,6 +209,32 @@ func (c *shelfServiceClient) WatchBooks(ctx context.Context, in *WatchBooksReque
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ShelfService_WatchBooksClient = grpc.ServerStreamingClient[WatchBooksResponse]
 
+func (c *shelfServiceClient) ImportBooks(ctx context.Context, opts ...grpc.CallOption) (grpc.ClientStreamingClient[ImportBooksRequest, ImportBooksResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ShelfService_ServiceDesc.Streams[1], ShelfService_ImportBooks_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[ImportBooksRequest, ImportBooksResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ShelfService_ImportBooksClient = grpc.ClientStreamingClient[ImportBooksRequest, ImportBooksResponse]
+
+func (c *shelfServiceClient) EchoBooks(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[EchoBooksRequest, EchoBooksResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &ShelfService_ServiceDesc.Streams[2], ShelfService_EchoBooks_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[EchoBooksRequest, EchoBooksResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ShelfService_EchoBooksClient = grpc.BidiStreamingClient[EchoBooksRequest, EchoBooksResponse]
+
 func (c *shelfServiceClient) CountBooks(ctx context.Context, in *CountBooksRequest, opts ...grpc.CallOption) (*CountBooksResponse, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(CountBooksResponse)
@@ -239,6 +273,12 @@ type ShelfServiceServer interface {
 	SetTier(context.Context, *SetTierRequest) (*SetTierResponse, error)
 	// WatchBooks streams the books of a shelf, one message each.
 	WatchBooks(*WatchBooksRequest, grpc.ServerStreamingServer[WatchBooksResponse]) error
+	// ImportBooks adds the books sent as a client stream (over REST, a
+	// newline-delimited JSON body, one request per line) and answers once.
+	ImportBooks(grpc.ClientStreamingServer[ImportBooksRequest, ImportBooksResponse]) error
+	// EchoBooks answers every request of a bidi stream with one response
+	// (over REST, newline-delimited JSON both ways).
+	EchoBooks(grpc.BidiStreamingServer[EchoBooksRequest, EchoBooksResponse]) error
 	// CountBooks has no annotation: it is reached at
 	// POST /examples.shelf.v1.ShelfService/CountBooks by auto-mapping.
 	CountBooks(context.Context, *CountBooksRequest) (*CountBooksResponse, error)
@@ -284,6 +324,12 @@ func (UnimplementedShelfServiceServer) SetTier(context.Context, *SetTierRequest)
 }
 func (UnimplementedShelfServiceServer) WatchBooks(*WatchBooksRequest, grpc.ServerStreamingServer[WatchBooksResponse]) error {
 	return status.Error(codes.Unimplemented, "method WatchBooks not implemented")
+}
+func (UnimplementedShelfServiceServer) ImportBooks(grpc.ClientStreamingServer[ImportBooksRequest, ImportBooksResponse]) error {
+	return status.Error(codes.Unimplemented, "method ImportBooks not implemented")
+}
+func (UnimplementedShelfServiceServer) EchoBooks(grpc.BidiStreamingServer[EchoBooksRequest, EchoBooksResponse]) error {
+	return status.Error(codes.Unimplemented, "method EchoBooks not implemented")
 }
 func (UnimplementedShelfServiceServer) CountBooks(context.Context, *CountBooksRequest) (*CountBooksResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method CountBooks not implemented")
@@ -500,6 +546,20 @@ func _ShelfService_WatchBooks_Handler(srv interface{}, stream grpc.ServerStream)
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type ShelfService_WatchBooksServer = grpc.ServerStreamingServer[WatchBooksResponse]
 
+func _ShelfService_ImportBooks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ShelfServiceServer).ImportBooks(&grpc.GenericServerStream[ImportBooksRequest, ImportBooksResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ShelfService_ImportBooksServer = grpc.ClientStreamingServer[ImportBooksRequest, ImportBooksResponse]
+
+func _ShelfService_EchoBooks_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(ShelfServiceServer).EchoBooks(&grpc.GenericServerStream[EchoBooksRequest, EchoBooksResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type ShelfService_EchoBooksServer = grpc.BidiStreamingServer[EchoBooksRequest, EchoBooksResponse]
+
 func _ShelfService_CountBooks_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CountBooksRequest)
 	if err := dec(in); err != nil {
@@ -575,6 +635,17 @@ var ShelfService_ServiceDesc = grpc.ServiceDesc{
 			StreamName:    "WatchBooks",
 			Handler:       _ShelfService_WatchBooks_Handler,
 			ServerStreams: true,
+		},
+		{
+			StreamName:    "ImportBooks",
+			Handler:       _ShelfService_ImportBooks_Handler,
+			ClientStreams: true,
+		},
+		{
+			StreamName:    "EchoBooks",
+			Handler:       _ShelfService_EchoBooks_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
 		},
 	},
 	Metadata: "examples/shelf/v1/shelf.proto",
