@@ -32,24 +32,11 @@ var envRefRE = regexp.MustCompile(`^\$\{[A-Za-z_][A-Za-z0-9_]*\}$`)
 func (c checker) checkAuth(cfg *configv1.Config) {
 	verifiesClients := false
 	for i, l := range cfg.GetListeners() {
-		t := l.GetTls()
-		if t == nil {
-			continue
-		}
-		p := path{}.field("listeners").index(i).field("tls")
-		c.fileRef(p.field("cert_file"), t.GetCertFile())
-		c.fileRef(p.field("key_file"), t.GetKeyFile())
-		c.fileRef(p.field("client_ca_file"), t.GetClientCaFile())
-		mode := t.GetClientAuth()
-		switch {
-		case (mode == "VERIFY_IF_GIVEN" || mode == "REQUIRE_AND_VERIFY") && t.GetClientCaFile() == "":
-			c.errorf(p.field("client_ca_file"), "required with client_auth %s", mode)
-		case (mode == "" || mode == "NO_CLIENT_CERT") && t.GetClientCaFile() != "":
-			c.errorf(p.field("client_auth"), "client_ca_file is given but client certificates are not asked for: set VERIFY_IF_GIVEN or REQUIRE_AND_VERIFY")
-		case t.GetClientCaFile() != "":
+		if c.listenerTLS(path{}.field("listeners").index(i).field("tls"), l.GetTls()) {
 			verifiesClients = true
 		}
 	}
+	adminVerifiesClients := c.listenerTLS(path{}.field("admin").field("tls"), cfg.GetAdmin().GetTls())
 	for i, b := range cfg.GetBackends() {
 		t := b.GetTls()
 		if t == nil {
@@ -142,9 +129,22 @@ func (c checker) checkAuth(cfg *configv1.Config) {
 	}
 	c.checkIdentity(cfg)
 
+	ap := path{}.field("admin").field("auth")
 	for j, name := range cfg.GetAdmin().GetAuth().GetRequire() {
-		if name == noneCredential {
-			c.errorf(path{}.field("admin").field("auth").field("require").index(j), "%q would leave the admin API open: name a credential, or remove admin.auth", name)
+		switch _, ok := names[name]; {
+		case name == noneCredential:
+			c.errorf(ap.field("require").index(j), "%q would leave the admin API open: name a credential, or remove admin.auth", name)
+		case name == mtlsCredential:
+			if !adminVerifiesClients {
+				c.errorf(ap.field("require").index(j), "admin.tls does not verify client certificates (client_ca_file), so mtls never holds")
+			}
+		case !ok:
+			c.errorf(ap.field("require").index(j), "unknown credential %q (authentication.jwt, authentication.api_keys or mtls)", name)
+		}
+	}
+	for j, rule := range cfg.GetAdmin().GetAuth().GetRules() {
+		if _, err := authcel.Compile(rule); err != nil {
+			c.errorf(ap.field("rules").index(j), "%s", strings.Join(strings.Fields(err.Error()), " "))
 		}
 	}
 	for i, r := range cfg.GetRoutes() {
@@ -181,6 +181,27 @@ func (c checker) checkAuth(cfg *configv1.Config) {
 			}
 		}
 	}
+}
+
+// listenerTLS checks a listener's (or the admin listener's) tls block at p
+// and says whether it verifies client certificates.
+func (c checker) listenerTLS(p path, t *configv1.ListenerTls) bool {
+	if t == nil {
+		return false
+	}
+	c.fileRef(p.field("cert_file"), t.GetCertFile())
+	c.fileRef(p.field("key_file"), t.GetKeyFile())
+	c.fileRef(p.field("client_ca_file"), t.GetClientCaFile())
+	mode := t.GetClientAuth()
+	switch {
+	case (mode == "VERIFY_IF_GIVEN" || mode == "REQUIRE_AND_VERIFY") && t.GetClientCaFile() == "":
+		c.errorf(p.field("client_ca_file"), "required with client_auth %s", mode)
+	case (mode == "" || mode == "NO_CLIENT_CERT") && t.GetClientCaFile() != "":
+		c.errorf(p.field("client_auth"), "client_ca_file is given but client certificates are not asked for: set VERIFY_IF_GIVEN or REQUIRE_AND_VERIFY")
+	case t.GetClientCaFile() != "":
+		return true
+	}
+	return false
 }
 
 // Defaults of the identity keys (edge/auth.go has the same).

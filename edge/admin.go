@@ -103,6 +103,7 @@ func (a *adminService) Explain(_ context.Context, req *adminv1.ExplainRequest) (
 	if e.Route != nil {
 		resp.Route = e.Route.Name
 		resp.Backend = e.Backend
+		resp.Action = e.Route.Target()
 	}
 	for _, p := range e.PassedOver {
 		resp.PassedOver = append(resp.PassedOver, &adminv1.PassedOver{Route: p.Route, Reason: p.Reason})
@@ -149,6 +150,9 @@ func (g *Gateway) adminAuthPolicy() (*auth.Policy, error) {
 		return nil, nil
 	}
 	for i, name := range aa.GetRequire() {
+		if name == auth.None {
+			return nil, fmt.Errorf("admin.auth.require[%d]: %q would leave the admin API open", i, name)
+		}
 		if name == auth.MTLS && g.cfg.GetAdmin().GetTls().GetClientCaFile() == "" {
 			return nil, fmt.Errorf("admin.auth.require[%d]: mtls needs admin.tls with client_ca_file, or no client certificate is ever verified", i)
 		}

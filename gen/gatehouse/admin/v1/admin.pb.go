@@ -476,7 +476,12 @@ type ExplainResponse struct {
 	Backend string `protobuf:"bytes,2,opt,name=backend,proto3" json:"backend,omitempty"`
 	// Every route before it (or every route, when none matches), in order,
 	// with the condition that failed.
-	PassedOver    []*PassedOver `protobuf:"bytes,3,rep,name=passed_over,json=passedOver,proto3" json:"passed_over,omitempty"`
+	PassedOver []*PassedOver `protobuf:"bytes,3,rep,name=passed_over,json=passedOver,proto3" json:"passed_over,omitempty"`
+	// What the route does, as ListRoutes shows it: its backend, a split
+	// (`split orders 90 / canary 10`), a mirror besides, or
+	// `direct response UNAVAILABLE` for a route that answers at the edge and
+	// reaches no backend. Empty when no route takes the call.
+	Action        string `protobuf:"bytes,4,opt,name=action,proto3" json:"action,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -530,6 +535,13 @@ func (x *ExplainResponse) GetPassedOver() []*PassedOver {
 		return x.PassedOver
 	}
 	return nil
+}
+
+func (x *ExplainResponse) GetAction() string {
+	if x != nil {
+		return x.Action
+	}
+	return ""
 }
 
 // PassedOver is a route that did not take the call.
@@ -681,7 +693,9 @@ type Route struct {
 	// A readable form of its match conditions, e.g.
 	// `service="shop.orders.v1.Orders" metadata[x-track]=="canary"`.
 	Match string `protobuf:"bytes,3,opt,name=match,proto3" json:"match,omitempty"`
-	// The backend it sends calls to.
+	// What it does with calls: the backend it sends them to, a split
+	// (`split orders 90 / canary 10`, `sticky` when keyed), a mirror besides
+	// (`+ mirror shadow 5%`), or `direct response UNAVAILABLE`.
 	Backend       string `protobuf:"bytes,4,opt,name=backend,proto3" json:"backend,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -1091,12 +1105,13 @@ const file_gatehouse_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"QueryEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x82\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\"\x9a\x01\n" +
 	"\x0fExplainResponse\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x18\n" +
 	"\abackend\x18\x02 \x01(\tR\abackend\x12?\n" +
 	"\vpassed_over\x18\x03 \x03(\v2\x1e.gatehouse.admin.v1.PassedOverR\n" +
-	"passedOver\":\n" +
+	"passedOver\x12\x16\n" +
+	"\x06action\x18\x04 \x01(\tR\x06action\":\n" +
 	"\n" +
 	"PassedOver\x12\x14\n" +
 	"\x05route\x18\x01 \x01(\tR\x05route\x12\x16\n" +

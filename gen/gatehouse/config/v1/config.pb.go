@@ -2087,7 +2087,9 @@ type Backend struct {
 	Tls *BackendTls `protobuf:"bytes,11,opt,name=tls,proto3" json:"tls,omitempty"`
 	// How long one connection attempt to an endpoint may take before it is
 	// given up and retried with backoff (a blackholed address). Default 20s,
-	// grpc-go's own minimum connect timeout.
+	// grpc-go's own minimum connect timeout. An attempt also gets at least
+	// the current reconnect backoff (1s at first), so values under 1s act as
+	// 1s.
 	ConnectTimeout *durationpb.Duration `protobuf:"bytes,12,opt,name=connect_timeout,json=connectTimeout,proto3" json:"connect_timeout,omitempty"`
 	// Where the gateway learns the backend's schema, for REST transcoding,
 	// validation and reflection at the edge. Without it the backend is
