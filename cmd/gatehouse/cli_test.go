@@ -102,16 +102,23 @@ func TestCompletion(t *testing.T) {
 			}
 		}
 		golden(t, filepath.Join("completion", shell+".golden"), script)
-		// The shell itself must read the script.
-		if path, err := exec.LookPath(shell); err == nil {
-			cmd := exec.Command(path, "-n")
-			cmd.Stdin = strings.NewReader(script)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Errorf("%s -n: %v\n%s", shell, err, out)
-			}
+		// The shell itself must read the script; a missing shell fails the
+		// test (.ci/run installs zsh).
+		path, err := exec.LookPath(shell)
+		if err != nil {
+			t.Fatalf("%s is needed to check its completion script: %v", shell, err)
+		}
+		cmd := exec.Command(path, "-n")
+		cmd.Stdin = strings.NewReader(script)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Errorf("%s -n: %v\n%s", shell, err, out)
 		}
 	}
-	if path, err := exec.LookPath("bash"); err == nil {
+	{
+		path, err := exec.LookPath("bash")
+		if err != nil {
+			t.Fatalf("bash is needed to run its completion: %v", err)
+		}
 		// Complete "gatehouse ini" and "gatehouse completion z" in bash.
 		var stdout bytes.Buffer
 		run([]string{"completion", "bash"}, &stdout, &bytes.Buffer{})
