@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -24,47 +23,6 @@ import (
 	testpb "google.golang.org/grpc/interop/grpc_testing"
 	"google.golang.org/grpc/metadata"
 )
-
-// serveConfig runs `gatehouse serve` on the config that yaml returns for
-// the edge and admin addresses given, and waits until a call through it
-// succeeds (startServing with a config of the test's own).
-func serveConfig(t *testing.T, bin string, yaml func(edge, admin string) string) *process {
-	t.Helper()
-	for attempt := 1; ; attempt++ {
-		p := &process{
-			edge:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		}
-		cfg := filepath.Join(t.TempDir(), "gatehouse.yaml")
-		if err := os.WriteFile(cfg, []byte(yaml(p.edge, p.admin)), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		p.stdout, p.stderr = &syncBuffer{}, &syncBuffer{}
-		p.cmd = exec.Command(bin, "serve", "-c", cfg)
-		p.cmd.Stdout, p.cmd.Stderr = p.stdout, p.stderr
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		p.exited = make(chan struct{})
-		go func() { p.err = p.cmd.Wait(); close(p.exited) }()
-		t.Cleanup(func() {
-			select {
-			case <-p.exited:
-			default:
-				_ = p.cmd.Process.Kill()
-				<-p.exited
-			}
-		})
-		if p.waitServing(t) {
-			return p
-		}
-		if attempt < 5 && strings.Contains(p.stderr.String(), "address already in use") {
-			t.Logf("a port was taken, trying again:\n%s", p.stderr)
-			continue
-		}
-		t.Fatalf("gatehouse serve never served (exit: %v)\nstderr:\n%s", p.err, p.stderr)
-	}
-}
 
 // delayServer is the interop TestService whose UnaryCall takes delay, so
 // that a load of calls always has some in flight.

@@ -268,13 +268,8 @@ func (p *process) exitCode() int { return p.cmd.ProcessState.ExitCode() }
 // taken in between, it tries again with new ones.
 func startServing(t *testing.T, bin, protocol, backend string, grace time.Duration) *process {
 	t.Helper()
-	for attempt := 1; ; attempt++ {
-		p := &process{
-			edge:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-			admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
-		}
-		cfg := filepath.Join(t.TempDir(), "gatehouse.yaml")
-		yaml := fmt.Sprintf(`
+	return serveConfig(t, bin, func(edge, admin string) string {
+		return fmt.Sprintf(`
 listeners:
   - name: edge
     address: %q
@@ -289,8 +284,22 @@ routes:
     match: { service: "grpc.testing.TestService" }
     backend: testsvc
 shutdown_grace: %s
-`, p.edge, protocol, p.admin, backend, grace)
-		if err := os.WriteFile(cfg, []byte(yaml), 0o600); err != nil {
+`, edge, protocol, admin, backend, grace)
+	})
+}
+
+// serveConfig runs `gatehouse serve` on the config that yaml returns for
+// the edge and admin addresses given, and waits until a call through it
+// succeeds (startServing with a config of the test's own).
+func serveConfig(t *testing.T, bin string, yaml func(edge, admin string) string) *process {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		p := &process{
+			edge:  fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+			admin: fmt.Sprintf("127.0.0.1:%d", freePort(t)),
+		}
+		cfg := filepath.Join(t.TempDir(), "gatehouse.yaml")
+		if err := os.WriteFile(cfg, []byte(yaml(p.edge, p.admin)), 0o600); err != nil {
 			t.Fatal(err)
 		}
 		p.stdout, p.stderr = &syncBuffer{}, &syncBuffer{}
