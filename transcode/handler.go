@@ -320,6 +320,12 @@ func (b *binding) serveStream(ctx context.Context, w http.ResponseWriter, req *h
 		runtime.HTTPError(ctx, b.mux, outbound, w, req, err)
 		return
 	}
+	b.forwardStream(ctx, w, req, outbound, st)
+}
+
+// forwardStream writes the responses of a server or bidi stream as
+// grpc-gateway's generated handlers do (runtime.ForwardResponseStream).
+func (b *binding) forwardStream(ctx context.Context, w http.ResponseWriter, req *http.Request, outbound runtime.Marshaler, st grpc.ClientStream) {
 	runtime.ForwardResponseStream(ctx, b.mux, outbound, w, req, func() (proto.Message, error) {
 		resp := b.Method.Out.New()
 		if err := st.RecvMsg(resp.Interface()); err != nil {
@@ -390,13 +396,7 @@ func (b *binding) serveClientStream(ctx context.Context, w http.ResponseWriter, 
 			return
 		}
 		ctx = runtime.NewServerMetadataContext(ctx, md)
-		runtime.ForwardResponseStream(ctx, b.mux, outbound, w, req, func() (proto.Message, error) {
-			resp := b.Method.Out.New()
-			if err := st.RecvMsg(resp.Interface()); err != nil {
-				return nil, err
-			}
-			return b.responseOf(resp, outbound), nil
-		}, b.mux.GetForwardResponseOptions()...)
+		b.forwardStream(ctx, w, req, outbound, st)
 		return
 	}
 	for {
