@@ -92,22 +92,7 @@ func startVault(t *testing.T, fd protoreflect.FileDescriptor, files *protoregist
 		t.Fatal(err)
 	}
 	s := grpc.NewServer()
-	req := fd.Messages().ByName("OpenRequest")
-	s.RegisterService(&grpc.ServiceDesc{
-		ServiceName: "auditdyn.v1.Vault",
-		HandlerType: (*any)(nil),
-		Methods: []grpc.MethodDesc{{
-			MethodName: "Open",
-			Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-				m := dynamicpb.NewMessage(req)
-				if err := dec(m); err != nil {
-					return nil, err
-				}
-				return m, nil
-			},
-		}},
-		Metadata: fd.Path(),
-	}, struct{}{})
+	s.RegisterService(echoOpen("auditdyn.v1.Vault", fd), struct{}{})
 	if reflect {
 		reflectionv1.RegisterServerReflectionServer(s, reflection.NewServerV1(reflection.ServerOptions{Services: s, DescriptorResolver: files}))
 	}

@@ -75,25 +75,32 @@ var accountsFile = func() protoreflect.FileDescriptor {
 	return fd
 }()
 
+// echoOpen is a service named name whose one method, Open, answers with its
+// request, an OpenRequest of file fd decoded as a dynamic message.
+func echoOpen(name string, fd protoreflect.FileDescriptor) *grpc.ServiceDesc {
+	req := fd.Messages().ByName("OpenRequest")
+	return &grpc.ServiceDesc{
+		ServiceName: name,
+		HandlerType: (*any)(nil),
+		Methods: []grpc.MethodDesc{{
+			MethodName: "Open",
+			Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+				m := dynamicpb.NewMessage(req)
+				if err := dec(m); err != nil {
+					return nil, err
+				}
+				return m, nil
+			},
+		}},
+		Metadata: fd.Path(),
+	}
+}
+
 // startAccounts serves audittest.v1.Accounts/Open, which echoes its request.
 func startAccounts(t *testing.T) string {
 	t.Helper()
-	req := accountsFile.Messages().ByName("OpenRequest")
 	return startBackend(t, func(s *grpc.Server) {
-		s.RegisterService(&grpc.ServiceDesc{
-			ServiceName: "audittest.v1.Accounts",
-			HandlerType: (*any)(nil),
-			Methods: []grpc.MethodDesc{{
-				MethodName: "Open",
-				Handler: func(_ any, _ context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-					m := dynamicpb.NewMessage(req)
-					if err := dec(m); err != nil {
-						return nil, err
-					}
-					return m, nil
-				},
-			}},
-		}, struct{}{})
+		s.RegisterService(echoOpen("audittest.v1.Accounts", accountsFile), struct{}{})
 	})
 }
 
