@@ -28,13 +28,58 @@ import (
 	greeterv1 "github.com/gatehouse-dev/gatehouse/gen/examples/greeter/v1"
 )
 
+// spanStore holds the spans a test collector received, whatever the wire.
+type spanStore struct {
+	mu    sync.Mutex
+	spans []*tracepb.Span
+	bad   []string // exports that did not decode
+}
+
+// add keeps the spans of one export.
+func (c *spanStore) add(req *collectortracepb.ExportTraceServiceRequest) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, rs := range req.GetResourceSpans() {
+		for _, ss := range rs.GetScopeSpans() {
+			c.spans = append(c.spans, ss.GetSpans()...)
+		}
+	}
+}
+
+// trace waits until the collector holds n spans of trace id, and returns
+// them; an export that did not decode fails the test.
+func (c *spanStore) trace(t *testing.T, id string, n int) []*tracepb.Span {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var out []*tracepb.Span
+		c.mu.Lock()
+		for _, s := range c.spans {
+			if hex.EncodeToString(s.GetTraceId()) == id {
+				out = append(out, s)
+			}
+		}
+		bad := c.bad
+		c.mu.Unlock()
+		if len(bad) > 0 {
+			t.Fatalf("exports that do not decode: %v", bad)
+		}
+		if len(out) >= n || time.Now().After(deadline) {
+			if len(out) != n {
+				t.Fatalf("trace %s has %d spans, want %d: %v", id, len(out), n, out)
+			}
+			return out
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 // collector is an in-process OTLP trace collector on loopback gRPC.
 type collector struct {
 	collectortracepb.UnimplementedTraceServiceServer
+	spanStore
 	addr string
 
-	mu    sync.Mutex
-	spans []*tracepb.Span
 	// block, when not nil, holds every Export until it is closed: a
 	// collector that is up but never answers.
 	block chan struct{}
@@ -71,38 +116,8 @@ func (c *collector) Export(ctx context.Context, req *collectortracepb.ExportTrac
 			return nil, ctx.Err()
 		}
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, rs := range req.GetResourceSpans() {
-		for _, ss := range rs.GetScopeSpans() {
-			c.spans = append(c.spans, ss.GetSpans()...)
-		}
-	}
+	c.add(req)
 	return &collectortracepb.ExportTraceServiceResponse{}, nil
-}
-
-// trace waits until the collector holds n spans of trace id, and returns
-// them.
-func (c *collector) trace(t *testing.T, id string, n int) []*tracepb.Span {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var out []*tracepb.Span
-		c.mu.Lock()
-		for _, s := range c.spans {
-			if hex.EncodeToString(s.GetTraceId()) == id {
-				out = append(out, s)
-			}
-		}
-		c.mu.Unlock()
-		if len(out) >= n || time.Now().After(deadline) {
-			if len(out) != n {
-				t.Fatalf("trace %s has %d spans, want %d: %v", id, len(out), n, out)
-			}
-			return out
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // seenGreeter is the greeter backend, recording the trace headers it got.

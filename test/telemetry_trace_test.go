@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -100,12 +99,9 @@ func TestRetriesAsAttemptSpans(t *testing.T) {
 // httpCollector is an OTLP/HTTP trace collector on loopback: it decodes
 // the protobuf ExportTraceServiceRequest of each POST /v1/traces.
 type httpCollector struct {
-	addr string
-
-	mu          sync.Mutex
-	spans       []*tracepb.Span
-	contentType string
-	bad         []string
+	spanStore
+	addr        string
+	contentType string // of the last export; guarded by mu
 }
 
 func startHTTPCollector(t *testing.T) *httpCollector {
@@ -124,18 +120,16 @@ func startHTTPCollector(t *testing.T) *httpCollector {
 			err = proto.Unmarshal(body, req)
 		}
 		c.mu.Lock()
-		defer c.mu.Unlock()
 		c.contentType = r.Header.Get("Content-Type")
 		if err != nil {
 			c.bad = append(c.bad, err.Error())
+		}
+		c.mu.Unlock()
+		if err != nil {
 			http.Error(w, err.Error(), http.StatusBadRequest)
 			return
 		}
-		for _, rs := range req.GetResourceSpans() {
-			for _, ss := range rs.GetScopeSpans() {
-				c.spans = append(c.spans, ss.GetSpans()...)
-			}
-		}
+		c.add(req)
 		out, _ := proto.Marshal(&collectortracepb.ExportTraceServiceResponse{})
 		w.Header().Set("Content-Type", "application/x-protobuf")
 		_, _ = w.Write(out)
@@ -144,33 +138,6 @@ func startHTTPCollector(t *testing.T) *httpCollector {
 	go func() { _ = srv.Serve(lis) }()
 	t.Cleanup(func() { _ = srv.Close() })
 	return c
-}
-
-// trace waits until the collector holds n spans of trace id.
-func (c *httpCollector) trace(t *testing.T, id string, n int) []*tracepb.Span {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		var out []*tracepb.Span
-		c.mu.Lock()
-		for _, s := range c.spans {
-			if hex.EncodeToString(s.GetTraceId()) == id {
-				out = append(out, s)
-			}
-		}
-		bad := c.bad
-		c.mu.Unlock()
-		if len(bad) > 0 {
-			t.Fatalf("exports that do not decode: %v", bad)
-		}
-		if len(out) >= n || time.Now().After(deadline) {
-			if len(out) != n {
-				t.Fatalf("trace %s has %d spans, want %d", id, len(out), n)
-			}
-			return out
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // TestTraceOverOTLPHTTP exports to a collector over OTLP/HTTP (protocol:
