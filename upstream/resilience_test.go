@@ -234,21 +234,84 @@ func TestWeightedRoundRobin(t *testing.T) {
 	})
 }
 
-func TestPickFirstAndLeastRequest(t *testing.T) {
+func TestPickFirst(t *testing.T) {
 	a, _ := startBackend(t)
 	b, _ := startBackend(t)
 	p := newPool(t, []Spec{
 		{Name: "pf", Endpoints: []string{a, b}, Balancing: PickFirst},
-		{Name: "lr", Endpoints: []string{a, b}, Balancing: LeastRequest},
 	})
 	p.Connect()
 	if got := countServed(t, client(t, p, "pf"), 10); got[a] != 10 {
 		t.Errorf("pick_first spread %v, want all on %s", got, a)
 	}
-	waitFor(t, "least_request to use both", func() bool {
-		got := countServed(t, client(t, p, "lr"), 10)
-		return got[a] > 0 && got[b] > 0
+}
+
+// slowEmpty is the interop TestService whose EmptyCall takes delay.
+type slowEmpty struct {
+	testgrpc.TestServiceServer
+	delay time.Duration
+}
+
+func (s slowEmpty) EmptyCall(ctx context.Context, in *testpb.Empty) (*testpb.Empty, error) {
+	select {
+	case <-time.After(s.delay):
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+	return s.TestServiceServer.EmptyCall(ctx, in)
+}
+
+// TestLeastRequestAvoidsTheBusyEndpoint: with one endpoint slow (its calls
+// pile up) and one fast, least_request sends most calls to the fast one,
+// where round_robin keeps sending half of them to the slow one. Random
+// two-choice picking (grpc-go's least_request) lands on the slow endpoint
+// only when both choices are it, about a quarter of the picks.
+func TestLeastRequestAvoidsTheBusyEndpoint(t *testing.T) {
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := grpc.NewServer()
+	testgrpc.RegisterTestServiceServer(s, slowEmpty{interop.NewTestServer(), 50 * time.Millisecond})
+	go func() { _ = s.Serve(lis) }()
+	t.Cleanup(s.Stop)
+	slow := lis.Addr().String()
+	fast, _ := startBackend(t)
+	p := newPool(t, []Spec{
+		{Name: "lr", Endpoints: []string{slow, fast}, Balancing: LeastRequest},
+		{Name: "rr", Endpoints: []string{slow, fast}, Balancing: RoundRobin},
 	})
+	p.Connect()
+	share := func(name string) float64 {
+		c := client(t, p, name)
+		waitFor(t, name+" to reach both endpoints", func() bool {
+			got := countServed(t, c, 10)
+			return got[slow] > 0 && got[fast] > 0
+		})
+		var mu sync.Mutex
+		counts := map[string]int{}
+		var wg sync.WaitGroup
+		for range 16 {
+			wg.Go(func() {
+				for range 40 {
+					a := servedBy(t, c)
+					mu.Lock()
+					counts[a]++
+					mu.Unlock()
+				}
+			})
+		}
+		wg.Wait()
+		return float64(counts[slow]) / float64(counts[slow]+counts[fast])
+	}
+	rr, lr := share("rr"), share("lr")
+	if rr < 0.4 {
+		t.Errorf("round_robin sent %.0f%% of calls to the slow endpoint, want about half (the control)", rr*100)
+	}
+	if lr > 0.35 {
+		t.Errorf("least_request sent %.0f%% of calls to the slow endpoint, want about a quarter (round_robin: %.0f%%)", lr*100, rr*100)
+	}
+	t.Logf("share of calls on the slow endpoint: round_robin %.0f%%, least_request %.0f%%", rr*100, lr*100)
 }
 
 func TestDNSDiscovery(t *testing.T) {
