@@ -32,8 +32,9 @@ import (
 // shutdown, and the log level follows logging.level when the gateway was
 // given a *slog.LevelVar (WithLogLevel).
 //
-// Every other field (listeners, admin, telemetry, audit: what is bound to a
-// socket or built once at start) needs a restart. A reload that changes such
+// Every other field (listeners, admin, telemetry, audit, authentication,
+// quota, rest: what is bound to a socket or built once at start) needs a
+// restart. A reload that changes such
 // fields is still applied for the rest: the fields are named in a warning
 // log line and in the admin API's GetConfig (the gatehouse-pending-restart
 // header), and the effective configuration keeps their running values, so
