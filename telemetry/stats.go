@@ -2,9 +2,8 @@ package telemetry
 
 import (
 	"context"
-	"strconv"
+	"slices"
 	"strings"
-	"sync"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/otel/attribute"
@@ -32,7 +31,7 @@ const (
 	// QuotaNone, QuotaAllowed, QuotaRefused, QuotaUnavailable.
 	AttrQuotaResult = "gatehouse.quota.result"
 	// AttrQuotaPolicies lists the enforcing quota policies that decided on
-	// the call (those whose RateLimit-Policy the client got), and on a
+	// the call (those whose RateLimit-Policy the client gets), and on a
 	// refusal the refusing policy first.
 	AttrQuotaPolicies = "gatehouse.quota.policies"
 )
@@ -59,10 +58,6 @@ const (
 	QuotaUnavailable = "unavailable"
 )
 
-// headerRateLimitPolicy is the header the quota interceptor lists the
-// enforcing policies of a call in (interceptors/quota.HeaderPolicy).
-const headerRateLimitPolicy = "ratelimit-policy"
-
 // ServerHandler returns the stats handler of the gateway's server when
 // tracing is on: it attaches a callinfo.Info to each call (which the
 // interceptors and the router then share) and makes the call's server span,
@@ -71,8 +66,9 @@ const headerRateLimitPolicy = "ratelimit-policy"
 // call recorded in its callinfo.Info become span attributes when it ends,
 // and on every call how authentication ended (AttrAuthResult, with the
 // credential in AttrAuth) and what quotas decided (AttrQuotaResult, with
-// the enforcing policies in AttrQuotaPolicies, as the RateLimit-Policy
-// header the client got lists them; shadow policies are not seen there).
+// the enforcing policies the quota interceptor recorded in
+// AttrQuotaPolicies; shadow policies are left out, as in the
+// RateLimit-Policy header).
 // Calls are counted by the calls interceptors (calls.go), not here.
 //
 // Transcoded REST calls enter the server through an in-process connection
@@ -99,38 +95,15 @@ type serverHandler struct {
 	trace stats.Handler
 }
 
-// serverCall is what the server handler learns of a call before it ends:
-// the quota policies in the headers it sent.
-type serverCall struct {
-	mu       sync.Mutex
-	policies []string
-}
-
-type serverCallKey struct{}
-
 func (h *serverHandler) TagRPC(ctx context.Context, info *stats.RPCTagInfo) context.Context {
 	ctx, _ = callinfo.With(ctx)
-	ctx = h.trace.TagRPC(ctx, info)
-	if trace.SpanFromContext(ctx).IsRecording() {
-		ctx = context.WithValue(ctx, serverCallKey{}, &serverCall{})
-	}
-	return ctx
+	return h.trace.TagRPC(ctx, info)
 }
 
 func (h *serverHandler) HandleRPC(ctx context.Context, rs stats.RPCStats) {
-	switch rs := rs.(type) {
-	case *stats.OutHeader:
-		if sc, ok := ctx.Value(serverCallKey{}).(*serverCall); ok {
-			if v := rs.Header.Get(headerRateLimitPolicy); len(v) > 0 {
-				p := policyNames(v)
-				sc.mu.Lock()
-				sc.policies = p
-				sc.mu.Unlock()
-			}
-		}
-	case *stats.End:
+	if end, ok := rs.(*stats.End); ok {
 		if span := trace.SpanFromContext(ctx); span.IsRecording() {
-			span.SetAttributes(endAttributes(ctx, rs.Error)...)
+			span.SetAttributes(endAttributes(ctx, end.Error)...)
 		}
 	}
 	h.trace.HandleRPC(ctx, rs)
@@ -172,12 +145,7 @@ func endAttributes(ctx context.Context, err error) []attribute.KeyValue {
 		authResult = AuthAuthenticated
 	}
 	attrs = append(attrs, attribute.String(AttrAuthResult, authResult))
-	var policies []string
-	if sc, ok := ctx.Value(serverCallKey{}).(*serverCall); ok {
-		sc.mu.Lock()
-		policies = sc.policies
-		sc.mu.Unlock()
-	}
+	policies := ci.Quota()
 	quota := QuotaNone
 	switch {
 	case quotaDenied:
@@ -185,7 +153,8 @@ func endAttributes(ctx context.Context, err error) []attribute.KeyValue {
 		if status.Code(err) == codes.Unavailable {
 			quota = QuotaUnavailable // a fail-closed policy without its store
 		}
-		policies = append([]string{refusedBy}, removeString(policies, refusedBy)...)
+		others := slices.DeleteFunc(slices.Clone(policies), func(p string) bool { return p == refusedBy })
+		policies = append([]string{refusedBy}, others...) // the refusing policy first
 	case len(policies) > 0:
 		quota = QuotaAllowed
 	}
@@ -194,42 +163,6 @@ func endAttributes(ctx context.Context, err error) []attribute.KeyValue {
 		attrs = append(attrs, attribute.StringSlice(AttrQuotaPolicies, policies))
 	}
 	return attrs
-}
-
-// policyNames returns the policy names of RateLimit-Policy values:
-// `"name";q=10;w=60, "other";q=5;w=1`.
-func policyNames(values []string) []string {
-	var out []string
-	for _, v := range values {
-		for v != "" {
-			v = strings.TrimLeft(v, ", ")
-			q, err := strconv.QuotedPrefix(v)
-			if err != nil {
-				break
-			}
-			if name, err := strconv.Unquote(q); err == nil {
-				out = append(out, name)
-			}
-			v = v[len(q):]
-			i := strings.Index(v, ", ")
-			if i < 0 {
-				break
-			}
-			v = v[i:]
-		}
-	}
-	return out
-}
-
-// removeString returns list without s.
-func removeString(list []string, s string) []string {
-	out := make([]string, 0, len(list))
-	for _, e := range list {
-		if e != s {
-			out = append(out, e)
-		}
-	}
-	return out
 }
 
 func (h *serverHandler) TagConn(ctx context.Context, info *stats.ConnTagInfo) context.Context {

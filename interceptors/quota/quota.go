@@ -97,6 +97,7 @@ func (o *options) check(ctx context.Context, l Limiter, fullMethod string) (hdr,
 		return nil, nil, status.FromContextError(err).Err()
 	}
 	hdr = Headers(v)
+	callinfo.From(ctx).SetQuota(enforcing(v))
 	if refused := v.Refused(); len(refused) > 0 {
 		callinfo.From(ctx).SetDecision(callinfo.Decision{Denied: true, By: "quota:" + refused[0].Policy})
 		wait := retryAfter(refused)
@@ -145,6 +146,18 @@ func unavailableError(down []limiter.Outcome) error {
 		st = d
 	}
 	return st.Err()
+}
+
+// enforcing returns the names of the enforcing (non-shadow) policies that
+// decided, as Headers lists them; nil when there are none.
+func enforcing(v limiter.Verdict) []string {
+	var names []string
+	for _, o := range v.Outcomes {
+		if !o.Shadow && !o.Unavailable {
+			names = append(names, o.Policy)
+		}
+	}
+	return names
 }
 
 // Headers returns the RateLimit-Policy and RateLimit headers of a verdict:

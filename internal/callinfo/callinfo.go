@@ -27,6 +27,7 @@ type Info struct {
 
 	principal Principal
 	decision  Decision
+	quota     []string // the enforcing quota policies that decided (SetQuota)
 
 	attempts int           // upstream attempts started
 	upstream time.Duration // summed duration of the ended attempts
@@ -209,6 +210,28 @@ func (in *Info) Decision() Decision {
 	in.mu.Lock()
 	defer in.mu.Unlock()
 	return in.decision
+}
+
+// SetQuota records the enforcing quota policies that decided on the call,
+// in the order the RateLimit-Policy header lists them.
+func (in *Info) SetQuota(policies []string) {
+	if in == nil {
+		return
+	}
+	in.mu.Lock()
+	in.quota = policies
+	in.mu.Unlock()
+}
+
+// Quota returns the policies recorded by SetQuota; nil when no enforcing
+// policy decided.
+func (in *Info) Quota() []string {
+	if in == nil {
+		return nil
+	}
+	in.mu.Lock()
+	defer in.mu.Unlock()
+	return in.quota
 }
 
 // StartAttempt records that an upstream attempt began and returns its
