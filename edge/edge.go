@@ -426,7 +426,7 @@ func (g *Gateway) newAdminServer(ctx context.Context, lis net.Listener) (*server
 	if err := adminv1.RegisterAdminServiceHandlerClient(ctx, mux, adminv1.NewAdminServiceClient(s.conn)); err != nil {
 		return nil, err
 	}
-	if err := registerHealthRoutes(mux, healthpb.NewHealthClient(s.conn)); err != nil {
+	if err := registerHealthRoutes(mux, healthpb.NewHealthClient(s.conn), g.pool.NotReady); err != nil {
 		return nil, err
 	}
 	s.rest = guardAdminHTTP(g.adminHTTP(limitBody(mux, int64(limits.MaxMessageBytes))), mux, s.conn, len(guard) > 0) // /metrics, pprof: telemetry.go

@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"sort"
-	"strings"
 	"sync"
 
 	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
@@ -23,62 +21,21 @@ import (
 // streams open, and a graceful stop waits for every open stream: one
 // client doing client-side health checking would hold the drain for the
 // whole grace period.
-//
-// It also keeps its own copy of the statuses, so that List answers for
-// any number of backends: grpc-go's List refuses more than 100 services,
-// and /readyz lists the unhealthy backends with it.
 type drainingHealth struct {
 	*health.Server
 	once     sync.Once
 	draining chan struct{}
-
-	mu       sync.Mutex
-	statuses map[string]healthpb.HealthCheckResponse_ServingStatus
-	shut     bool
 }
 
 func newDrainingHealth() *drainingHealth {
-	return &drainingHealth{
-		Server:   health.NewServer(),
-		draining: make(chan struct{}),
-		statuses: map[string]healthpb.HealthCheckResponse_ServingStatus{"": healthpb.HealthCheckResponse_SERVING},
-	}
-}
-
-// SetServingStatus sets a service's status, as health.Server's does; after
-// drain it changes nothing.
-func (h *drainingHealth) SetServingStatus(service string, st healthpb.HealthCheckResponse_ServingStatus) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.shut {
-		return
-	}
-	h.statuses[service] = st
-	h.Server.SetServingStatus(service, st)
-}
-
-// List returns every service's status, without health.Server's cap.
-func (h *drainingHealth) List(context.Context, *healthpb.HealthListRequest) (*healthpb.HealthListResponse, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	out := &healthpb.HealthListResponse{Statuses: make(map[string]*healthpb.HealthCheckResponse, len(h.statuses))}
-	for k, v := range h.statuses {
-		out.Statuses[k] = &healthpb.HealthCheckResponse{Status: v}
-	}
-	return out, nil
+	return &drainingHealth{Server: health.NewServer(), draining: make(chan struct{})}
 }
 
 // drain sets every status NOT_SERVING and ends Watch streams once they
 // have been told.
 func (h *drainingHealth) drain() {
 	h.once.Do(func() {
-		h.mu.Lock()
-		h.shut = true
-		for k := range h.statuses {
-			h.statuses[k] = healthpb.HealthCheckResponse_NOT_SERVING
-		}
 		h.Server.Shutdown()
-		h.mu.Unlock()
 		close(h.draining)
 	})
 }
@@ -116,8 +73,6 @@ type watchStream struct {
 
 func (w *watchStream) Context() context.Context { return w.ctx }
 
-var _ healthpb.HealthServer = (*drainingHealth)(nil)
-
 // liveProbe answers GET /healthz: 200 "ok" while the health service
 // answers, whatever the backends' state.
 func liveProbe(hc healthpb.HealthClient) runtime.HandlerFunc {
@@ -136,9 +91,8 @@ func liveProbe(hc healthpb.HealthClient) runtime.HandlerFunc {
 type readiness struct {
 	// Status is the overall grpc.health.v1 status: the gateway's readiness.
 	Status string `json:"status"`
-	// UnhealthyBackends are the backends without a healthy endpoint,
-	// sorted; [] when there are none. While the gateway drains, every
-	// backend's entry is NOT_SERVING and so listed.
+	// UnhealthyBackends are the backends without a healthy endpoint
+	// (upstream.Pool.NotReady), sorted; [] when there are none.
 	UnhealthyBackends []string `json:"unhealthy_backends"`
 	// Error says why the health service could not answer.
 	Error string `json:"error,omitempty"`
@@ -146,9 +100,10 @@ type readiness struct {
 
 // readyProbe answers GET /readyz: 200 while the overall status is SERVING,
 // else 503 (draining, or no backend that a route uses has a healthy
-// endpoint; see Gateway.updateHealth), with a readiness body, e.g.
+// endpoint; see Gateway.updateHealth), with a readiness body naming the
+// backends that unhealthy returns, e.g.
 // {"status":"SERVING","unhealthy_backends":["orders"]}.
-func readyProbe(hc healthpb.HealthClient) runtime.HandlerFunc {
+func readyProbe(hc healthpb.HealthClient, unhealthy func() []string) runtime.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request, _ map[string]string) {
 		body := readiness{UnhealthyBackends: []string{}}
 		code := http.StatusOK
@@ -162,16 +117,7 @@ func readyProbe(hc healthpb.HealthClient) runtime.HandlerFunc {
 			if resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 				code = http.StatusServiceUnavailable
 			}
-			list, err := hc.List(r.Context(), &healthpb.HealthListRequest{})
-			if err != nil {
-				body.Error = status.Convert(err).Message()
-			}
-			for name, st := range list.GetStatuses() {
-				if b, ok := strings.CutPrefix(name, backendHealthPrefix); ok && st.GetStatus() == healthpb.HealthCheckResponse_NOT_SERVING {
-					body.UnhealthyBackends = append(body.UnhealthyBackends, b)
-				}
-			}
-			sort.Strings(body.UnhealthyBackends)
+			body.UnhealthyBackends = append(body.UnhealthyBackends, unhealthy()...)
 		}
 		out, _ := json.Marshal(body) // strings only: cannot fail
 		w.Header().Set("Content-Type", "application/json")

@@ -262,12 +262,13 @@ func bodyLimit(r *http.Request) int64 {
 // grpc.health.v1 status is SERVING, else 503, with a JSON body naming the
 // backends that have no healthy endpoint; see readyProbe in health.go).
 // Both ask the health service over the in-process connection, so they pass
-// through the interceptor chain.
-func registerHealthRoutes(mux *runtime.ServeMux, hc healthpb.HealthClient) error {
+// through the interceptor chain; unhealthy names the backends /readyz
+// lists.
+func registerHealthRoutes(mux *runtime.ServeMux, hc healthpb.HealthClient, unhealthy func() []string) error {
 	if err := mux.HandlePath(http.MethodGet, "/healthz", liveProbe(hc)); err != nil {
 		return err
 	}
-	return mux.HandlePath(http.MethodGet, "/readyz", readyProbe(hc))
+	return mux.HandlePath(http.MethodGet, "/readyz", readyProbe(hc, unhealthy))
 }
 
 // registerOpenAPI serves the OpenAPI 3.1 document of the runtime schemas'
