@@ -9,6 +9,7 @@ import (
 
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"github.com/gatehouse-dev/gatehouse/internal/authcel"
+	"github.com/gatehouse-dev/gatehouse/tlsconfig"
 )
 
 // mtlsCredential is the credential name of a verified client certificate
@@ -21,9 +22,6 @@ const noneCredential = "none"
 
 // metadataKeyRE is a lower-case metadata key (or HTTP header) name.
 var metadataKeyRE = regexp.MustCompile(`^[a-z0-9][a-z0-9_.-]*$`)
-
-// envRefRE is a secret given as "${ENV_VAR}".
-var envRefRE = regexp.MustCompile(`^\$\{[A-Za-z_][A-Za-z0-9_]*\}$`)
 
 // checkAuth checks TLS, authentication and routes' auth blocks beyond their
 // fields' own rules. Whether files exist is checked when the gateway starts
@@ -310,7 +308,7 @@ func orDefault(v, def string) string {
 // fileRef checks a field that names a file or an environment variable
 // ("${NAME}"): never the secret itself.
 func (c checker) fileRef(p path, v string) {
-	if v == "" || envRefRE.MatchString(v) {
+	if v == "" || tlsconfig.IsEnvRef(v) {
 		return
 	}
 	if strings.Contains(v, "-----BEGIN") || strings.Contains(v, "\n") {

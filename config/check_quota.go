@@ -1,14 +1,10 @@
 package config
 
 import (
-	"regexp"
-
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
 	"github.com/gatehouse-dev/gatehouse/quota"
+	"github.com/gatehouse-dev/gatehouse/tlsconfig"
 )
-
-// envRef is a password given as a reference to an environment variable.
-var envRef = regexp.MustCompile(`^\$\{[A-Za-z_][A-Za-z0-9_]*\}$`)
 
 // checkQuota checks what the quota fields' own rules cannot: policy names
 // are unique, each policy is a rate or a quota, the routes it names exist,
@@ -80,7 +76,7 @@ func (c checker) redisStore(p path, r *configv1.RedisStore) {
 		switch {
 		case r.GetPasswordFile() != "":
 			c.errorf(p.field("password"), "give password or password_file, not both")
-		case !envRef.MatchString(pw):
+		case !tlsconfig.IsEnvRef(pw):
 			c.errorf(p.field("password"), `write the password as "${ENV_VAR}" or put it in password_file: secrets are never inline`)
 		}
 	}

@@ -5,9 +5,10 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"regexp"
 	"sync"
 	"time"
+
+	"github.com/gatehouse-dev/gatehouse/tlsconfig"
 )
 
 // maxFileBytes bounds a key file (JWKS file, API key file).
@@ -82,26 +83,22 @@ func (f *watchedFile) poll(force bool) {
 	f.sum = sum
 }
 
-// envRef is a key file given as "${ENV_VAR}".
-var envRef = regexp.MustCompile(`^\$\{([A-Za-z_][A-Za-z0-9_]*)\}$`)
-
-func isEnvRef(path string) bool { return envRef.MatchString(path) }
+func isEnvRef(path string) bool { return tlsconfig.IsEnvRef(path) }
 
 // read returns the content in force: the file's, or the environment
-// variable's value for "${ENV_VAR}".
+// variable's value for "${ENV_VAR}" (tlsconfig.ReadSecret).
 func (f *watchedFile) read() ([]byte, error) {
-	m := envRef.FindStringSubmatch(f.path)
-	if m == nil {
+	if !isEnvRef(f.path) {
 		return readFileLimited(f.path)
 	}
-	v, ok := os.LookupEnv(m[1])
-	if !ok || v == "" {
-		return nil, fmt.Errorf("environment variable %s is not set", m[1])
+	v, err := tlsconfig.ReadSecret(f.path)
+	if err != nil {
+		return nil, err
 	}
 	if len(v) > maxFileBytes {
-		return nil, fmt.Errorf("environment variable %s: larger than %d bytes", m[1], maxFileBytes)
+		return nil, fmt.Errorf("%s: larger than %d bytes", f.path, maxFileBytes)
 	}
-	return []byte(v), nil
+	return v, nil
 }
 
 func readFileLimited(path string) ([]byte, error) {
