@@ -15,6 +15,7 @@ import (
 
 	"github.com/gatehouse-dev/gatehouse/config"
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
+	"github.com/gatehouse-dev/gatehouse/interceptors/auth"
 	"github.com/gatehouse-dev/gatehouse/routing"
 	"github.com/gatehouse-dev/gatehouse/upstream"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -396,9 +397,10 @@ func checkEffective(source string, next, eff *configv1.Config) error {
 	return nil
 }
 
-// credentialNames are the names a route's auth.require may give in cfg.
+// credentialNames are the names a route's auth.require may give in cfg:
+// its authenticators, and mtls and none, which every config has.
 func credentialNames(cfg *configv1.Config) map[string]bool {
-	names := map[string]bool{"mtls": true}
+	names := map[string]bool{auth.MTLS: true, auth.None: true}
 	for _, j := range cfg.GetAuthentication().GetJwt() {
 		names[j.GetName()] = true
 	}

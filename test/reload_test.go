@@ -775,4 +775,16 @@ audit: {file: %q, capture: [{route: guarded, fields: ["response_size"]}]}
 			}
 		})
 	}
+	// "none" names no authenticator: a route may become public on purpose
+	// on a reload.
+	t.Run("route requires none", func(t *testing.T) {
+		yaml := strings.Replace(base+routes, "    backend: b\n", "    backend: b\n    auth: {require: [none]}\n", 1)
+		writeConfig(t, path, yaml, true)
+		if err := g.ReloadFile(ctx); err != nil {
+			t.Fatalf("ReloadFile: %v", err)
+		}
+		if got := g.Config().GetRoutes()[0].GetAuth().GetRequire(); len(got) != 1 || got[0] != "none" {
+			t.Errorf("route guarded requires %q in force, want [none]", got)
+		}
+	})
 }
