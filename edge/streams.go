@@ -329,11 +329,7 @@ func (b *browser) restMetadata(r *http.Request) metadata.MD {
 		if name, ok := b.g.forwardedHeader(k); ok && len(md[key]) > 0 {
 			forwarded[name] = md[key]
 		}
-	}
-	for k := range r.Header {
-		if key, ok := incomingHeader(k); ok && key != "authorization" && key != "x-forwarded-for" && key != "x-forwarded-host" {
-			delete(md, key)
-		}
+		delete(md, key) // forwarded only under its forwarded name
 	}
 	for k, vs := range forwarded {
 		md[k] = vs
