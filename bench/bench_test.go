@@ -4,6 +4,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +32,17 @@ func TestParseFlags(t *testing.T) {
 	if len(def.targets) != len(allTargets) || len(def.loads) != len(allLoads) {
 		t.Errorf("defaults: %d targets, %d loads", len(def.targets), len(def.loads))
 	}
-	for _, bad := range [][]string{{"-targets", "envoy"}, {"-loads", "nope"}, {"-rounds", "0"}, {"extra"}} {
+	env, err := parseFlags([]string{"-targets", "grpc-floor,nginx", "-loads", "rest-sayhello-c1", "-gatehouse-env", "GOMAXPROCS=1, GOGC=400"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(env.gatehouseEnv, []string{"GOMAXPROCS=1", "GOGC=400"}) {
+		t.Errorf("gatehouseEnv = %q", env.gatehouseEnv)
+	}
+	if got := targetsFor(env.loads[0], env.targets); len(got) != 0 {
+		t.Errorf("REST targets of grpc-floor,nginx = %v, want none (neither transcodes)", got)
+	}
+	for _, bad := range [][]string{{"-targets", "envoy"}, {"-loads", "nope"}, {"-rounds", "0"}, {"extra"}, {"-gatehouse-env", "GOMAXPROCS"}} {
 		if _, err := parseFlags(bad, io.Discard); err == nil {
 			t.Errorf("parseFlags(%q) succeeded", bad)
 		}

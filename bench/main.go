@@ -40,13 +40,18 @@ const (
 	// (as for a front proxy that mixes REST and gRPC on one connection).
 	// Not run unless asked for (-targets).
 	targetGatehouseSharedHTTP = "gatehouse-shared-http"
+	// targetGRPCFloor is bench/grpcproxy, the smallest transparent proxy
+	// on grpc-go (no Gatehouse code but its raw codec): a reference for
+	// what grpc-go itself costs on two HTTP/2 hops. Not run unless asked
+	// for (-targets).
+	targetGRPCFloor = "grpc-floor"
 )
 
 // allTargets run by default.
 var allTargets = []string{targetDirect, targetGatehouseGRPC, targetGatehouseShared, targetNginx}
 
 // knownTargets are allTargets and those run only when asked for.
-var knownTargets = append(slices.Clone(allTargets), targetGatehouseSharedHTTP)
+var knownTargets = append(slices.Clone(allTargets), targetGatehouseSharedHTTP, targetGRPCFloor)
 
 // flags are the command line.
 type flags struct {
@@ -62,6 +67,9 @@ type flags struct {
 	// gatehouseProfile runs bench/profgate (cmd/gatehouse's serve plus a
 	// CPU profile) in place of the gateway binary.
 	gatehouseProfile string
+	// gatehouseEnv are extra KEY=VALUE environment entries for the
+	// gateway process (e.g. GOMAXPROCS=1).
+	gatehouseEnv []string
 	// render rewrites results.md in this directory from its results.json
 	// (ratios recomputed) and runs nothing.
 	render string
@@ -86,6 +94,7 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	fs.BoolVar(&f.keep, "keep", false, "keep the temporary directory (configs, logs, binaries)")
 	fs.StringVar(&f.cpuprofile, "cpuprofile", "", "write a CPU profile of the load generator (this process) to `file`")
 	fs.StringVar(&f.gatehouseProfile, "gatehouse-cpuprofile", "", "run the gateway as bench/profgate and write its CPU profile to `file` (for pprof, not for measuring)")
+	genv := fs.String("gatehouse-env", "", "comma-separated `KEY=VALUE` entries added to the environment of the gateway (and of grpc-floor), e.g. GOMAXPROCS=1")
 	if err := fs.Parse(args); err != nil {
 		return nil, err
 	}
@@ -97,6 +106,15 @@ func parseFlags(args []string, stderr io.Writer) (*flags, error) {
 	}
 	if f.duration <= 0 || f.warmup < 0 {
 		return nil, errors.New("-duration must be positive and -warmup not negative")
+	}
+	for _, kv := range strings.Split(*genv, ",") {
+		if kv = strings.TrimSpace(kv); kv == "" {
+			continue
+		}
+		if !strings.Contains(kv, "=") {
+			return nil, fmt.Errorf("-gatehouse-env: %q is not KEY=VALUE", kv)
+		}
+		f.gatehouseEnv = append(f.gatehouseEnv, kv)
 	}
 	for _, t := range strings.Split(*targets, ",") {
 		t = strings.TrimSpace(t)
@@ -167,15 +185,19 @@ type env struct {
 	backend   *proc
 	gatehouse *proc
 	nginx     *proc
+	floor     *proc // bench/grpcproxy, when grpc-floor runs
 	// addresses
 	test, greeter                  string // backend
 	ghGRPC, ghShared, ghSharedHTTP string // gatehouse listeners
 	nginxAddr                      string
+	floorAddr                      string
+	proxyEnv                       []string // -gatehouse-env, also for grpc-floor
 	nginxVersion                   string
 	gatehouseVersion               string
 }
 
 func (e *env) stop() {
+	e.floor.stop()
 	e.nginx.stop()
 	e.gatehouse.stop()
 	e.backend.stop()
@@ -259,7 +281,8 @@ func run(f *flags) error {
 
 // targetsFor returns the targets a load runs on: REST/JSON exists only on
 // the gateway's shared listener, compared with the same call over gRPC
-// straight to the backend; nginx cannot transcode, so it is skipped.
+// straight to the backend; nginx and grpc-floor cannot transcode, so they
+// are skipped.
 func targetsFor(l load, targets []string) []string {
 	if l.Kind != kindREST {
 		return targets
@@ -334,7 +357,7 @@ func setup(f *flags) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir, clkTck: clk}
+	e := &env{dir: dir, clkTck: clk, proxyEnv: f.gatehouseEnv}
 
 	fmt.Fprintf(os.Stderr, "bench: building into %s\n", dir)
 	if err := goBuild(root, filepath.Join(dir, "backend"), "./bench/backend"); err != nil {
@@ -376,6 +399,12 @@ func setup(f *flags) (*env, error) {
 	go func() { _, _ = io.Copy(io.Discard, bout) }()
 	e.test, e.greeter = addrs.Test, addrs.Greeter
 
+	if slices.Contains(f.targets, targetGRPCFloor) {
+		if err := e.startFloor(root); err != nil {
+			return e, err
+		}
+	}
+
 	// Gatehouse: access log (stdout) on, as shipped, into /dev/null.
 	if e.ghGRPC, err = freePort(); err != nil {
 		return e, err
@@ -403,6 +432,7 @@ func setup(f *flags) (*env, error) {
 		gcmd = exec.Command(filepath.Join(dir, "gatehouse"), "-c", ghConf, "-cpuprofile", prof)
 		e.gatehouseVersion = "bench/profgate (profiling, not a measurement)"
 	}
+	gcmd.Env = append(os.Environ(), f.gatehouseEnv...)
 	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
 	if err != nil {
 		return e, err
@@ -484,6 +514,8 @@ func (e *env) measure(round int, target string, l load, warmup, dur time.Duratio
 		rest = l.Kind == kindREST
 	case targetNginx:
 		proxy, addr = e.nginx, e.nginxAddr
+	case targetGRPCFloor:
+		proxy, addr = e.floor, e.floorAddr
 	}
 	for _, p := range []*proc{e.backend, proxy} {
 		if p != nil {
@@ -581,4 +613,34 @@ func tail(path string, n int64) string {
 		b = b[int64(len(b))-n:]
 	}
 	return string(b)
+}
+
+// startFloor builds and starts bench/grpcproxy in front of the backend's
+// TestService.
+func (e *env) startFloor(root string) error {
+	bin := filepath.Join(e.dir, "grpcproxy")
+	if err := goBuild(root, bin, "./bench/grpcproxy"); err != nil {
+		return err
+	}
+	cmd := exec.Command(bin, "-backend", e.test)
+	cmd.Env = append(os.Environ(), e.proxyEnv...) // the same runtime settings as the gateway
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	log, err := os.Create(filepath.Join(e.dir, "grpcproxy.log"))
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = log
+	if e.floor, err = startProc("grpcproxy", cmd, false); err != nil {
+		return err
+	}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil {
+		return fmt.Errorf("grpcproxy did not report its address: %w", err)
+	}
+	go func() { _, _ = io.Copy(io.Discard, out) }()
+	e.floorAddr = strings.TrimSpace(line)
+	return waitDial(e.floor, e.floorAddr, 10*time.Second)
 }

@@ -217,7 +217,9 @@ func ratios(samples []sample, rounds int) []ratio {
 	}
 	// Gateways not run (gatehouse-shared-http unless asked for) add no rows.
 	gateways := []string{targetGatehouseGRPC, targetGatehouseShared, targetGatehouseSharedHTTP}
-	withNginx := append(slices.Clone(gateways), targetNginx)
+	// References: nginx, and grpc-floor (grpc-go alone) when it ran.
+	refs := []string{targetNginx, targetGRPCFloor}
+	withNginx := append(slices.Clone(gateways), refs...)
 
 	// 1. Proxy CPU per unary call at 50 concurrent, Gatehouse ÷ nginx.
 	for _, l := range []string{"unary-64B-c50", "unary-16KiB-c50"} {
@@ -225,6 +227,8 @@ func ratios(samples []sample, rounds int) []ratio {
 			v := perRound(samples, rounds, l, g, targetNginx, func(a, b sample) float64 { return a.ProxyCPUus / b.ProxyCPUus })
 			add(fmt.Sprintf("CPU/call %s ÷ nginx, %s", g, l), "≤ 1.5", v, 1.5, "")
 		}
+		v := perRound(samples, rounds, l, targetGRPCFloor, targetNginx, func(a, b sample) float64 { return a.ProxyCPUus / b.ProxyCPUus })
+		add(fmt.Sprintf("CPU/call %s ÷ nginx, %s", targetGRPCFloor, l), "(reference)", v, 0, "")
 	}
 	// 2. Added median latency over direct at concurrency 1.
 	for _, l := range []string{"unary-64B-c1", "unary-16KiB-c1"} {
@@ -267,7 +271,7 @@ func ratios(samples []sample, rounds int) []ratio {
 		v := perRound(samples, rounds, "stream-1000x64B", t, targetDirect, func(a, b sample) float64 { return a.P50us / b.P50us })
 		limit := 1.3
 		floor := "≤ 1.3"
-		if t == targetNginx {
+		if slices.Contains(refs, t) {
 			limit, floor = 0, "(reference)"
 		}
 		add(fmt.Sprintf("stream-1000 p50 time %s ÷ direct", t), floor, v, limit, "")

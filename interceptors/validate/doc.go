@@ -5,8 +5,11 @@
 // validated directly. A request the transparent director proxies is a raw
 // frame, not a proto.Message; when it implements Decoder and the method's
 // request type is known (WithRequestTypes), it is decoded into a new message
-// of that type and validated. Frames of methods whose type is unknown pass
-// untouched, without being decoded.
+// of that type and validated. Frames of methods whose type is unknown, or
+// whose type has no buf.validate rule anywhere in it (on the message, a
+// oneof, a field, or any message type reachable through its fields), pass
+// untouched, without being decoded: proxying costs no decode unless a rule
+// needs one.
 //
 // A request that breaks its rules is answered codes.InvalidArgument; the
 // status message names each field path and reason, and carries a
@@ -20,9 +23,10 @@
 // gateway's director does; a director that wraps pump errors as Internal
 // would hide the code).
 //
-// The package caches nothing itself. The protovalidate.Validator caches its
-// compiled rules per message descriptor, so its memory is bounded by the
-// number of distinct descriptors WithRequestTypes hands out: keep those
+// The interceptors cache, per message descriptor, whether the type has
+// rules, and the protovalidate.Validator caches its compiled rules per
+// message descriptor, so memory is bounded by the number of distinct
+// descriptors WithRequestTypes hands out: keep those
 // stable (build them once per schema load, and a new Validator with each
 // new schema set) rather than per call.
 //

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync"
 
 	"buf.build/go/protovalidate"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
@@ -55,6 +56,9 @@ func UnaryServerInterceptor(v protovalidate.Validator, opts ...Option) grpc.Unar
 type checker struct {
 	*options
 	validator protovalidate.Validator
+	// ruled caches, per request message descriptor, whether a message of
+	// that type can carry a buf.validate rule (mayHaveRules).
+	ruled sync.Map // protoreflect.MessageDescriptor → bool
 }
 
 func newChecker(v protovalidate.Validator, opts []Option) *checker {
@@ -79,6 +83,9 @@ func (c *checker) check(method string, m any, lk *lookup) error {
 	case Decoder:
 		if !lk.done {
 			lk.typ, lk.known = c.requestType(method)
+			// A type without rules anywhere in it cannot fail validation:
+			// its frames pass without being decoded.
+			lk.known = lk.known && c.hasRules(lk.typ.Descriptor())
 			lk.done = true
 		}
 		if !lk.known {
@@ -91,6 +98,69 @@ func (c *checker) check(method string, m any, lk *lookup) error {
 		return c.validate(msg)
 	}
 	return nil
+}
+
+// hasRules reports, once per descriptor, whether messages of type md can
+// carry a buf.validate rule.
+func (c *checker) hasRules(md protoreflect.MessageDescriptor) bool {
+	if v, ok := c.ruled.Load(md); ok {
+		return v.(bool)
+	}
+	r := mayHaveRules(md, map[protoreflect.FullName]bool{})
+	c.ruled.Store(md, r)
+	return r
+}
+
+// mayHaveRules reports whether md, or any message type reachable through
+// its fields (nested messages, repeated and map values, recursion included),
+// carries a buf.validate option on the message, a oneof or a field, or
+// options that could not be read (unknown fields: an extension the
+// descriptor's source did not resolve), which may be rules. seen holds the
+// types already walked.
+func mayHaveRules(md protoreflect.MessageDescriptor, seen map[protoreflect.FullName]bool) bool {
+	if seen[md.FullName()] {
+		return false
+	}
+	seen[md.FullName()] = true
+	if optionsMayHaveRules(md.Options()) {
+		return true
+	}
+	for i, oneofs := 0, md.Oneofs(); i < oneofs.Len(); i++ {
+		if optionsMayHaveRules(oneofs.Get(i).Options()) {
+			return true
+		}
+	}
+	for i, fields := 0, md.Fields(); i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		if optionsMayHaveRules(fd.Options()) {
+			return true
+		}
+		if m := fd.Message(); m != nil && mayHaveRules(m, seen) {
+			return true
+		}
+	}
+	return false
+}
+
+// optionsMayHaveRules reports whether descriptor options hold a buf.validate
+// extension or unknown fields.
+func optionsMayHaveRules(opts proto.Message) bool {
+	if opts == nil {
+		return false
+	}
+	m := opts.ProtoReflect()
+	if !m.IsValid() {
+		return false
+	}
+	if len(m.GetUnknown()) > 0 {
+		return true
+	}
+	found := false
+	m.Range(func(fd protoreflect.FieldDescriptor, _ protoreflect.Value) bool {
+		found = fd.IsExtension() && strings.HasPrefix(string(fd.FullName()), "buf.validate.")
+		return !found
+	})
+	return found
 }
 
 func (c *checker) validate(m proto.Message) error {
