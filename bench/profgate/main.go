@@ -19,6 +19,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/config"
 	"github.com/gatehouse-dev/gatehouse/edge"
 	"github.com/gatehouse-dev/gatehouse/examples/demo"
+	"github.com/gatehouse-dev/gatehouse/interceptors/accesslog"
 	"github.com/gatehouse-dev/gatehouse/telemetry"
 )
 
@@ -46,7 +47,7 @@ func run(path, prof string) error {
 	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	out := telemetry.NewLogBuffer(os.Stdout, telemetry.AccessLogFlush)
 	defer out.Close()
-	access := slog.New(slog.NewJSONHandler(out, nil))
+	access := slog.New(accesslog.NewJSONHandler(out))
 	g, err := edge.New(cfg, edge.WithLogger(log), edge.WithAccessLogger(access), edge.WithREST(demo.REST()...))
 	if err != nil {
 		return err

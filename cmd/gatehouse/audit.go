@@ -10,6 +10,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/audit"
 	"github.com/gatehouse-dev/gatehouse/config"
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
+	"github.com/gatehouse-dev/gatehouse/interceptors/accesslog"
 	"github.com/gatehouse-dev/gatehouse/telemetry"
 )
 
@@ -52,5 +53,5 @@ func accessLogFile(cfg *configv1.Config, access *slog.Logger) (*slog.Logger, fun
 		return nil, nil, err
 	}
 	buf := telemetry.NewLogBuffer(w, telemetry.AccessLogFlush)
-	return slog.New(slog.NewJSONHandler(buf, nil)), func() { _ = buf.Close(); _ = w.Close() }, nil
+	return slog.New(accesslog.NewJSONHandler(buf)), func() { _ = buf.Close(); _ = w.Close() }, nil
 }

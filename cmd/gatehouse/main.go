@@ -23,6 +23,7 @@ import (
 	"github.com/gatehouse-dev/gatehouse/edge"
 	"github.com/gatehouse-dev/gatehouse/examples/demo"
 	configv1 "github.com/gatehouse-dev/gatehouse/gen/gatehouse/config/v1"
+	"github.com/gatehouse-dev/gatehouse/interceptors/accesslog"
 	"github.com/gatehouse-dev/gatehouse/telemetry"
 )
 
@@ -138,7 +139,7 @@ func loggersAt(level *slog.LevelVar, cfg *configv1.Config, stdout, stderr io.Wri
 	if cfg.GetTelemetry().GetAccessLog().GetDisabled() {
 		return proc, nil
 	}
-	return proc, slog.New(slog.NewJSONHandler(stdout, nil))
+	return proc, slog.New(accesslog.NewJSONHandler(stdout)) // slog's JSON lines, formatted faster
 }
 
 // gcPercent is the gateway's GOGC unless the environment sets one: a proxy

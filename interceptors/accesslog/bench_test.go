@@ -29,6 +29,10 @@ func BenchmarkStream(b *testing.B) {
 		ic := accesslog.StreamServerInterceptor(slog.New(slog.NewJSONHandler(io.Discard, nil)))
 		benchcall.RunStream(b, ic, ss, info, benchcall.Echo)
 	})
+	b.Run("fastjson", func(b *testing.B) {
+		ic := accesslog.StreamServerInterceptor(slog.New(accesslog.NewJSONHandler(io.Discard)))
+		benchcall.RunStream(b, ic, ss, info, benchcall.Echo)
+	})
 	b.Run("disabled", func(b *testing.B) {
 		ic := accesslog.StreamServerInterceptor(slog.New(slog.NewJSONHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelWarn})))
 		benchcall.RunStream(b, ic, ss, info, benchcall.Echo)

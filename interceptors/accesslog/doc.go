@@ -45,6 +45,11 @@
 // validate → router), and install both variants: calls the gateway proxies
 // for unknown methods pass only through stream interceptors.
 //
+// Any slog.Handler takes the lines. NewJSONHandler returns one that writes
+// exactly slog.JSONHandler's lines (a test and a fuzz target compare them
+// byte for byte) for a third less of the call's time: the gateway's access
+// log uses it.
+//
 // A call whose handler panics is logged with code Internal, which is what the
 // recovery interceptor outside it answers; the panic keeps propagating.
 package accesslog
