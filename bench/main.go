@@ -191,7 +191,6 @@ type env struct {
 	ghGRPC, ghShared, ghSharedHTTP string // gatehouse listeners
 	nginxAddr                      string
 	floorAddr                      string
-	proxyEnv                       []string // -gatehouse-env, also for grpc-floor
 	nginxVersion                   string
 	gatehouseVersion               string
 }
@@ -357,7 +356,7 @@ func setup(f *flags) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
-	e := &env{dir: dir, clkTck: clk, proxyEnv: f.gatehouseEnv}
+	e := &env{dir: dir, clkTck: clk}
 
 	fmt.Fprintf(os.Stderr, "bench: building into %s\n", dir)
 	if err := goBuild(root, filepath.Join(dir, "backend"), "./bench/backend"); err != nil {
@@ -375,32 +374,18 @@ func setup(f *flags) (*env, error) {
 	}
 
 	// Backend: prints its addresses once bound.
-	bcmd := exec.Command(filepath.Join(dir, "backend"))
-	bout, err := bcmd.StdoutPipe()
-	if err != nil {
+	var line string
+	if e.backend, line, err = startReporting("backend", exec.Command(filepath.Join(dir, "backend")), filepath.Join(dir, "backend.log")); err != nil {
 		return e, err
-	}
-	blog, err := os.Create(filepath.Join(dir, "backend.log"))
-	if err != nil {
-		return e, err
-	}
-	bcmd.Stderr = blog
-	if e.backend, err = startProc("backend", bcmd, false); err != nil {
-		return e, err
-	}
-	line, err := bufio.NewReader(bout).ReadString('\n')
-	if err != nil {
-		return e, fmt.Errorf("backend did not report its addresses: %w", err)
 	}
 	var addrs struct{ Test, Greeter string }
 	if err := json.Unmarshal([]byte(line), &addrs); err != nil {
 		return e, fmt.Errorf("backend said %q: %w", line, err)
 	}
-	go func() { _, _ = io.Copy(io.Discard, bout) }()
 	e.test, e.greeter = addrs.Test, addrs.Greeter
 
 	if slices.Contains(f.targets, targetGRPCFloor) {
-		if err := e.startFloor(root); err != nil {
+		if err := e.startFloor(root, f.gatehouseEnv); err != nil {
 			return e, err
 		}
 	}
@@ -616,31 +601,45 @@ func tail(path string, n int64) string {
 }
 
 // startFloor builds and starts bench/grpcproxy in front of the backend's
-// TestService.
-func (e *env) startFloor(root string) error {
+// TestService, with env (-gatehouse-env: the gateway's runtime settings)
+// added to its environment.
+func (e *env) startFloor(root string, env []string) error {
 	bin := filepath.Join(e.dir, "grpcproxy")
 	if err := goBuild(root, bin, "./bench/grpcproxy"); err != nil {
 		return err
 	}
 	cmd := exec.Command(bin, "-backend", e.test)
-	cmd.Env = append(os.Environ(), e.proxyEnv...) // the same runtime settings as the gateway
+	cmd.Env = append(os.Environ(), env...)
+	var err error
+	var line string
+	if e.floor, line, err = startReporting("grpcproxy", cmd, filepath.Join(e.dir, "grpcproxy.log")); err != nil {
+		return err
+	}
+	e.floorAddr = strings.TrimSpace(line)
+	return waitDial(e.floor, e.floorAddr, 10*time.Second)
+}
+
+// startReporting starts cmd, a process that prints one line on standard
+// output once it is ready (its addresses), with its standard error in
+// logPath, and returns that line; the rest of its output is discarded.
+func startReporting(name string, cmd *exec.Cmd, logPath string) (*proc, string, error) {
 	out, err := cmd.StdoutPipe()
 	if err != nil {
-		return err
+		return nil, "", err
 	}
-	log, err := os.Create(filepath.Join(e.dir, "grpcproxy.log"))
+	log, err := os.Create(logPath)
 	if err != nil {
-		return err
+		return nil, "", err
 	}
 	cmd.Stderr = log
-	if e.floor, err = startProc("grpcproxy", cmd, false); err != nil {
-		return err
+	p, err := startProc(name, cmd, false)
+	if err != nil {
+		return nil, "", err
 	}
 	line, err := bufio.NewReader(out).ReadString('\n')
 	if err != nil {
-		return fmt.Errorf("grpcproxy did not report its address: %w", err)
+		return p, "", fmt.Errorf("%s did not report its address: %w", name, err)
 	}
 	go func() { _, _ = io.Copy(io.Discard, out) }()
-	e.floorAddr = strings.TrimSpace(line)
-	return waitDial(e.floor, e.floorAddr, 10*time.Second)
+	return p, line, nil
 }

@@ -219,7 +219,7 @@ func ratios(samples []sample, rounds int) []ratio {
 	gateways := []string{targetGatehouseGRPC, targetGatehouseShared, targetGatehouseSharedHTTP}
 	// References: nginx, and grpc-floor (grpc-go alone) when it ran.
 	refs := []string{targetNginx, targetGRPCFloor}
-	withNginx := append(slices.Clone(gateways), refs...)
+	withRefs := append(slices.Clone(gateways), refs...)
 
 	// 1. Proxy CPU per unary call at 50 concurrent, Gatehouse ÷ nginx.
 	for _, l := range []string{"unary-64B-c50", "unary-16KiB-c50"} {
@@ -232,7 +232,7 @@ func ratios(samples []sample, rounds int) []ratio {
 	}
 	// 2. Added median latency over direct at concurrency 1.
 	for _, l := range []string{"unary-64B-c1", "unary-16KiB-c1"} {
-		for _, t := range withNginx {
+		for _, t := range withRefs {
 			v := perRound(samples, rounds, l, t, targetDirect, func(a, b sample) float64 { return a.P50us - b.P50us })
 			add(fmt.Sprintf("added p50 µs over direct, %s, %s", t, l), "", v, 0, "")
 		}
@@ -267,7 +267,7 @@ func ratios(samples []sample, rounds int) []ratio {
 		}
 	}
 	// 3. The 1,000-message stream's total time over direct.
-	for _, t := range withNginx {
+	for _, t := range withRefs {
 		v := perRound(samples, rounds, "stream-1000x64B", t, targetDirect, func(a, b sample) float64 { return a.P50us / b.P50us })
 		limit := 1.3
 		floor := "≤ 1.3"
@@ -277,7 +277,7 @@ func ratios(samples []sample, rounds int) []ratio {
 		add(fmt.Sprintf("stream-1000 p50 time %s ÷ direct", t), floor, v, limit, "")
 	}
 	// Informational: bidi round trip over direct.
-	for _, t := range withNginx {
+	for _, t := range withRefs {
 		v := perRound(samples, rounds, "bidi-pingpong-64B", t, targetDirect, func(a, b sample) float64 { return a.P50us / b.P50us })
 		add(fmt.Sprintf("bidi round-trip p50 %s ÷ direct", t), "(info)", v, 0, "")
 	}
