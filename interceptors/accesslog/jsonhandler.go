@@ -105,8 +105,9 @@ func (h *JSONHandler) Handle(ctx context.Context, r slog.Record) error {
 
 // fastRecord reports whether the fast path formats every attribute of r
 // exactly as slog.JSONHandler does: the kinds it knows, keys that are not
-// empty (slog drops an empty attribute), and a time whose year has four
-// digits (slog reports others as an error in the line).
+// empty (slog drops an attribute with no key and a zero value, and writes
+// other empty keys), and a time whose year has four digits (slog reports
+// others as an error in the line).
 func fastRecord(r slog.Record) bool {
 	if y := r.Time.Year(); !r.Time.IsZero() && (y < 0 || y >= 10000) {
 		return false

@@ -68,10 +68,13 @@ func newChecker(v protovalidate.Validator, opts []Option) *checker {
 	return &checker{options: evaluate(opts), validator: v}
 }
 
-// lookup memoizes, for one call, the request type of its method.
+// lookup memoizes, for one call, the request type of its method and
+// whether its frames need checking.
 type lookup struct {
-	done  bool
-	typ   protoreflect.MessageType
+	done bool
+	typ  protoreflect.MessageType
+	// known: the type is known and has rules, so frames are decoded and
+	// checked.
 	known bool
 }
 
